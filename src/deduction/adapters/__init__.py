@@ -1,0 +1,1 @@
+"""Adapters: the outside world (HTTP, Engine, worker, PostgreSQL) around the application."""

@@ -1,0 +1,273 @@
+"""The eventsourcing Application: command methods, the only caller of save()."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, Recording, Transcoder
+
+from deduction.domain import (
+    AgentExecution,
+    AgentMeta,
+    DeductionTask,
+    EnvInstance,
+    Scheme,
+    TaskName,
+)
+from deduction.domain.catalog import catalog_id
+from deduction.ids import new_id, to_uuid
+from deduction.serialization import MsgspecTranscoder
+
+T = TypeVar("T")
+_COMMAND_ATTEMPTS = 5
+
+
+class CommandError(Exception):
+    """A command refused by the application (not a domain rule)."""
+
+
+class NotFoundError(CommandError):
+    def __init__(self, kind: str, ident: int) -> None:
+        super().__init__(f"{kind} {ident} does not exist")
+        self.kind, self.ident = kind, ident
+
+
+class UnknownReferenceError(CommandError):
+    """A command names a catalog entry or execution that does not exist (422)."""
+
+    def __init__(self, field_name: str, ident: int, detail: str = "does not exist") -> None:
+        super().__init__(f"{field_name}: {ident} {detail}")
+        self.field, self.ident = field_name, ident
+
+
+class DuplicateError(CommandError):
+    def __init__(self, kind: str, key: object) -> None:
+        super().__init__(f"a {kind} named {key!r} already exists")
+        self.kind, self.key = kind, key
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a command returns: its answer and the notification position its events reached."""
+
+    position: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    agent_meta_id: int
+    side: str
+    params: dict[str, Any]
+    max_retry: int = 3
+
+
+@dataclass(frozen=True)
+class NewTask:
+    name: str
+    description: str | None
+    scheme_id: int
+    env_instance_id: int
+    agent_configs: list[AgentConfig]
+
+
+class DeductionApp(Application[UUID]):
+    """Commands of the service; queries are answered by the read tables, never here."""
+
+    name = "Deduction"
+
+    def construct_transcoder(self) -> Transcoder:
+        return MsgspecTranscoder()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _save(self, *objs: Any) -> int:
+        recordings: list[Recording[UUID]] = self.save(*objs)
+        return max((r.notification.id for r in recordings), default=0)
+
+    def _get(self, aggregate_id: UUID, kind: str, ident: int) -> Any:
+        try:
+            return self.repository.get(aggregate_id)
+        except AggregateNotFoundError:
+            raise NotFoundError(kind, ident) from None
+
+    def _retrying(self, command: Callable[[], T]) -> T:
+        """Run a load-decide-save command again when a concurrent writer won the race."""
+        for attempt in range(_COMMAND_ATTEMPTS):
+            try:
+                return command()
+            except IntegrityError:
+                if attempt == _COMMAND_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get_task(self, task_id: int) -> DeductionTask:
+        task = self._get(to_uuid(task_id), "task", task_id)
+        if not isinstance(task, DeductionTask):
+            raise NotFoundError("task", task_id)
+        return task
+
+    def get_execution(self, execution_id: int) -> AgentExecution:
+        execution = self._get(to_uuid(execution_id), "agent execution", execution_id)
+        if not isinstance(execution, AgentExecution):
+            raise NotFoundError("agent execution", execution_id)
+        return execution
+
+    # -- catalog -----------------------------------------------------------------------------
+
+    def _create_catalog(self, kind: str, key: int, aggregate: Any) -> Receipt:
+        try:
+            position = self._save(aggregate)
+        except IntegrityError:
+            raise DuplicateError(kind, key) from None
+        return Receipt(position, {"id": key})
+
+    def create_agent_meta(
+        self, meta_id: int, name: str, load: str, description: str | None, operator: str
+    ) -> Receipt:
+        meta = AgentMeta(
+            meta_id=meta_id, name=name, load=load, description=description, operator=operator
+        )
+        return self._create_catalog("agent_meta", meta_id, meta)
+
+    def create_scheme(
+        self, scheme_id: int, name: str, config: dict[str, Any], operator: str
+    ) -> Receipt:
+        scheme = Scheme(scheme_id=scheme_id, name=name, config=config, operator=operator)
+        return self._create_catalog("scheme", scheme_id, scheme)
+
+    def create_env_instance(
+        self, env_instance_id: int, name: str, config: dict[str, Any], operator: str
+    ) -> Receipt:
+        env = EnvInstance(
+            env_instance_id=env_instance_id, name=name, config=config, operator=operator
+        )
+        return self._create_catalog("env_instance", env_instance_id, env)
+
+    def _catalog_entry(self, kind: str, field_name: str, key: int) -> Any:
+        try:
+            return self.repository.get(catalog_id(kind, key))
+        except AggregateNotFoundError:
+            raise UnknownReferenceError(field_name, key) from None
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def create_task(self, new: NewTask, operator: str) -> Receipt:
+        scheme = self._catalog_entry("scheme", "scheme_id", new.scheme_id)
+        env = self._catalog_entry("env_instance", "env_instance_id", new.env_instance_id)
+        metas: dict[int, AgentMeta] = {}
+        for i, cfg in enumerate(new.agent_configs):
+            if cfg.agent_meta_id not in metas:
+                metas[cfg.agent_meta_id] = self._catalog_entry(
+                    "agent_meta", f"agent_configs[{i}].agent_meta_id", cfg.agent_meta_id
+                )
+        snapshot = {"id": scheme.scheme_id, "name": scheme.name, "config": scheme.config}
+        env_snapshot = {"id": env.env_instance_id, "name": env.name, "config": env.config}
+        for _ in range(_COMMAND_ATTEMPTS):
+            task_id = new_id()
+            execution_ids = [new_id() for _ in new.agent_configs]
+            task = DeductionTask(
+                task_id=task_id,
+                name=new.name,
+                description=new.description,
+                scheme_id=new.scheme_id,
+                env_instance_id=new.env_instance_id,
+                scheme_snapshot=snapshot,
+                env_snapshot=env_snapshot,
+                execution_ids=execution_ids,
+                operator=operator,
+            )
+            executions = [
+                AgentExecution(
+                    execution_id=eid,
+                    task_id=task_id,
+                    seq=seq,
+                    agent_meta_id=cfg.agent_meta_id,
+                    agent_name=metas[cfg.agent_meta_id].name,
+                    agent_load=metas[cfg.agent_meta_id].load,
+                    side=cfg.side,
+                    params=cfg.params,
+                    max_retry=cfg.max_retry,
+                    operator=operator,
+                )
+                for seq, (eid, cfg) in enumerate(zip(execution_ids, new.agent_configs))
+            ]
+            claim = TaskName(name=new.name, task_id=task_id)
+            try:
+                position = self._save(task, claim, *executions)
+            except IntegrityError:
+                if self._name_taken(claim.id):
+                    raise DuplicateError("task", new.name) from None
+                continue  # an id collided with another process's: draw new ids
+            return Receipt(
+                position,
+                {"task_id": task_id, "status": task.status, "create_time": task.created_on},
+            )
+        raise CommandError("could not allocate unique ids for the task")
+
+    def _name_taken(self, claim_id: UUID) -> bool:
+        try:
+            self.repository.get(claim_id)
+        except AggregateNotFoundError:
+            return False
+        return True
+
+    def request_stop(self, task_id: int, operator: str) -> Receipt:
+        def command() -> Receipt:
+            task = self.get_task(task_id)
+            if not task.request_stop(operator):
+                return Receipt(0, {"task_id": task_id, "status": task.status, "changed": False})
+            executions = [self.get_execution(eid) for eid in task.execution_ids]
+            for execution in executions:
+                if not execution.is_ended:
+                    execution.change_status("stopped", operator)
+            position = self._save(task, *executions)
+            return Receipt(position, {"task_id": task_id, "status": task.status, "changed": True})
+
+        return self._retrying(command)
+
+    def update_config(
+        self, task_id: int, changes: Iterable[tuple[int, Mapping[str, Any]]], operator: str
+    ) -> Receipt:
+        """Merge new params into the named executions; record what the Engine must be told."""
+        changes = list(changes)
+
+        def command() -> Receipt:
+            task = self.get_task(task_id)
+            if task.is_ended:
+                task.request_update(0, [], operator)  # raises TaskAlreadyEndedError
+            touched: dict[int, AgentExecution] = {}
+            for i, (execution_id, params) in enumerate(changes):
+                if execution_id not in task.execution_ids:
+                    raise UnknownReferenceError(
+                        f"agent_configs[{i}].agent_execution_id",
+                        execution_id,
+                        f"is not an agent execution of task {task_id}",
+                    )
+                execution = touched.get(execution_id) or self.get_execution(execution_id)
+                execution.update_params(dict(params), operator)
+                touched[execution_id] = execution
+            delivered = [
+                {
+                    "execution_id": e.execution_id,
+                    "engine_agent_id": e.engine_agent_id,
+                    "seq": e.seq,
+                    "params": e.params,
+                }
+                for e in touched.values()
+            ]
+            if any(e.pending_events for e in touched.values()):
+                task.request_update(new_id(), delivered, operator)
+            position = self._save(task, *touched.values())
+            return Receipt(position, {"updated_count": len(touched)})
+
+        return self._retrying(command)
+
+
+def created_at_iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")

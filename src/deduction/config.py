@@ -1,0 +1,90 @@
+"""Settings read from the environment (the plan's names); the only reader of os.environ."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str | None = None
+    """PostgreSQL URL; unset means: start the embedded server in `data_dir`."""
+    data_dir: str = ".data"
+    """Where the embedded PostgreSQL keeps its files."""
+    redis_url: str | None = None
+    """Redis URL for arq workers; unset means: run jobs in-process inside `deduction serve`."""
+    engine_url: str = "http://localhost:8080"
+    """Base URL of the Engine service."""
+    engine_timeout: float = 30.0
+    """Seconds allowed for each Engine call."""
+    engine_unreachable_deadline: float = 300.0
+    """Seconds an Engine may stay unreachable before its running tasks are failed."""
+    task_poll_interval: float = 5.0
+    """Seconds between two polls of every running task."""
+    task_poll_enabled: bool = True
+    """Switches the periodic poll sweep on or off."""
+    log_retention_days: int = 30
+    """Log lines of tasks that ended longer ago are removed from the read table."""
+    log_batch_size: int = 100
+    """Most log lines in one LogsReceived event (1..1000)."""
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    max_body_bytes: int = 1_048_576
+    """Largest request body accepted (413 beyond)."""
+    read_your_writes_timeout: float = 10.0
+    """Seconds a command waits for the read tables to include its events."""
+    log_level: str = "INFO"
+
+
+_ENV_NAMES = {
+    "database_url": "DATABASE_URL",
+    "data_dir": "DEDUCTION_DATA_DIR",
+    "redis_url": "REDIS_URL",
+    "engine_url": "ENGINE_URL",
+    "engine_timeout": "ENGINE_TIMEOUT",
+    "engine_unreachable_deadline": "ENGINE_UNREACHABLE_DEADLINE",
+    "task_poll_interval": "TASK_POLL_INTERVAL",
+    "task_poll_enabled": "TASK_POLL_ENABLED",
+    "log_retention_days": "LOG_RETENTION_DAYS",
+    "log_batch_size": "LOG_BATCH_SIZE",
+    "api_host": "API_HOST",
+    "api_port": "API_PORT",
+    "max_body_bytes": "MAX_BODY_BYTES",
+    "read_your_writes_timeout": "READ_YOUR_WRITES_TIMEOUT",
+    "log_level": "LOG_LEVEL",
+}
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from environment variables; empty values count as unset."""
+    env = os.environ if environ is None else environ
+    raw = {field: env[name] for field, name in _ENV_NAMES.items() if env.get(name)}
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as e:
+        field = str(e).rpartition("$.")[2].strip("`")
+        name = _ENV_NAMES.get(field, field)
+        raise SettingsError(f"{name}={raw.get(field)!r} is not valid: {e}") from None
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if not 1 <= s.log_batch_size <= 1000:
+        raise SettingsError("LOG_BATCH_SIZE must be between 1 and 1000")
+    if s.task_poll_interval <= 0:
+        raise SettingsError("TASK_POLL_INTERVAL must be positive")
+    if s.engine_timeout <= 0:
+        raise SettingsError("ENGINE_TIMEOUT must be positive")
+    if s.log_retention_days < 0:
+        raise SettingsError("LOG_RETENTION_DAYS must not be negative")
+
+
+def data_path(s: Settings) -> Path:
+    return Path(s.data_dir).expanduser().resolve()

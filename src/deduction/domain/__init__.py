@@ -1,0 +1,29 @@
+"""The domain model: aggregates, their events and errors (stdlib + eventsourcing.domain only)."""
+
+from deduction.domain.catalog import AgentMeta, EnvInstance, Scheme
+from deduction.domain.errors import (
+    DomainError,
+    IllegalTransitionError,
+    TaskAlreadyEndedError,
+)
+from deduction.domain.execution import AgentExecution
+from deduction.domain.logs import ExecutionLog
+from deduction.domain.status import ACTIVE, STATUSES, TERMINAL, Status
+from deduction.domain.task import DeductionTask, TaskName
+
+__all__ = [
+    "ACTIVE",
+    "STATUSES",
+    "TERMINAL",
+    "AgentExecution",
+    "AgentMeta",
+    "DeductionTask",
+    "DomainError",
+    "EnvInstance",
+    "ExecutionLog",
+    "IllegalTransitionError",
+    "Scheme",
+    "Status",
+    "TaskAlreadyEndedError",
+    "TaskName",
+]

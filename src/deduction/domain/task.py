@@ -1,0 +1,235 @@
+"""DeductionTask: one run of a scheme on the Engine, and the index that keeps names unique."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate, event
+
+from deduction.domain.errors import TaskAlreadyEndedError
+from deduction.domain.status import TERMINAL, check_transition
+
+
+class DeductionTask(Aggregate):
+    """A submitted exercise: what to run, where it runs and how far it got."""
+
+    class Created(Aggregate.Created):
+        task_id: int
+        name: str
+        description: str | None
+        scheme_id: int
+        env_instance_id: int
+        scheme_snapshot: dict[str, Any]
+        env_snapshot: dict[str, Any]
+        execution_ids: list[int]
+        operator: str
+
+    class SubmissionRequested(Aggregate.Event):
+        attempt: int
+        operator: str
+
+    class Submitted(Aggregate.Event):
+        engine_task_id: str
+        engine_url: str
+        operator: str
+
+    class StatusChanged(Aggregate.Event):
+        old_status: str
+        new_status: str
+        reason: str | None
+        operator: str
+
+    class StopRequested(Aggregate.Event):
+        operator: str
+
+    class StopDelivered(Aggregate.Event):
+        operator: str
+
+    class UpdateRequested(Aggregate.Event):
+        update_id: int
+        changes: list[dict[str, Any]]
+        operator: str
+
+    class UpdateDelivered(Aggregate.Event):
+        update_id: int
+        operator: str
+
+    class AgentCountsChanged(Aggregate.Event):
+        total: int
+        completed: int
+        failed: int
+        operator: str
+
+    class EngineUnreachable(Aggregate.Event):
+        since: str
+        error: str
+        operator: str
+
+    class EngineReachable(Aggregate.Event):
+        operator: str
+
+    @staticmethod
+    def create_id(task_id: int) -> UUID:
+        return UUID(int=task_id)
+
+    @event(Created)
+    def __init__(
+        self,
+        task_id: int,
+        name: str,
+        description: str | None,
+        scheme_id: int,
+        env_instance_id: int,
+        scheme_snapshot: dict[str, Any],
+        env_snapshot: dict[str, Any],
+        execution_ids: list[int],
+        operator: str,
+    ) -> None:
+        self.task_id, self.name, self.description = task_id, name, description
+        self.scheme_id, self.env_instance_id = scheme_id, env_instance_id
+        self.scheme_snapshot, self.env_snapshot = scheme_snapshot, env_snapshot
+        self.execution_ids = list(execution_ids)
+        self.created_by = operator
+        self.status = "pending"
+        self.error_message: str | None = None
+        self.engine_task_id: str | None = None
+        self.engine_url: str | None = None
+        self.submission_attempts = 0
+        self.stop_requested = self.stop_delivered = False
+        self.pending_updates: dict[int, list[dict[str, Any]]] = {}
+        self.counts = (len(self.execution_ids), 0, 0)
+        self.unreachable_since: str | None = None
+
+    @property
+    def is_ended(self) -> bool:
+        return self.status in TERMINAL
+
+    # -- submission -------------------------------------------------------------------------
+
+    def request_submission(self, operator: str = "system") -> None:
+        if self.status != "pending" or self.engine_task_id is not None:
+            raise TaskAlreadyEndedError(self.status, "submit")
+        self._submission_requested(self.submission_attempts + 1, operator)
+
+    @event(SubmissionRequested)
+    def _submission_requested(self, attempt: int, operator: str) -> None:
+        self.submission_attempts = attempt
+
+    def record_submitted(self, engine_task_id: str, engine_url: str) -> None:
+        if self.engine_task_id is not None:
+            return
+        self._submitted(engine_task_id, engine_url, "engine")
+        if self.status == "pending":
+            self.change_status("running", None, "engine")
+
+    @event(Submitted)
+    def _submitted(self, engine_task_id: str, engine_url: str, operator: str) -> None:
+        self.engine_task_id, self.engine_url = engine_task_id, engine_url
+
+    # -- status ------------------------------------------------------------------------------
+
+    def change_status(self, new_status: str, reason: str | None, operator: str) -> None:
+        check_transition("task", self.status, new_status)
+        self._status_changed(self.status, new_status, reason, operator)
+
+    @event(StatusChanged)
+    def _status_changed(
+        self, old_status: str, new_status: str, reason: str | None, operator: str
+    ) -> None:
+        self.status = new_status
+        if new_status == "failed" and reason:
+            self.error_message = reason
+
+    # -- stop --------------------------------------------------------------------------------
+
+    def request_stop(self, operator: str) -> bool:
+        """Stop the task; False when it was already stopped (idempotent)."""
+        if self.status == "stopped":
+            return False
+        if self.status in TERMINAL:
+            raise TaskAlreadyEndedError(self.status, "stop")
+        self._stop_requested(operator)
+        self.change_status("stopped", f"stopped by {operator}", operator)
+        return True
+
+    @event(StopRequested)
+    def _stop_requested(self, operator: str) -> None:
+        self.stop_requested = True
+
+    @property
+    def needs_engine_stop(self) -> bool:
+        return self.stop_requested and not self.stop_delivered and self.engine_task_id is not None
+
+    def record_stop_delivered(self) -> None:
+        if self.stop_requested and not self.stop_delivered:
+            self._stop_delivered("engine")
+
+    @event(StopDelivered)
+    def _stop_delivered(self, operator: str) -> None:
+        self.stop_delivered = True
+
+    # -- configuration updates ---------------------------------------------------------------
+
+    def request_update(self, update_id: int, changes: list[dict[str, Any]], operator: str) -> None:
+        if self.status in TERMINAL:
+            raise TaskAlreadyEndedError(self.status, "update the configuration")
+        self._update_requested(update_id, changes, operator)
+
+    @event(UpdateRequested)
+    def _update_requested(
+        self, update_id: int, changes: list[dict[str, Any]], operator: str
+    ) -> None:
+        self.pending_updates[update_id] = changes
+
+    def record_update_delivered(self, update_id: int) -> None:
+        if update_id in self.pending_updates:
+            self._update_delivered(update_id, "engine")
+
+    @event(UpdateDelivered)
+    def _update_delivered(self, update_id: int, operator: str) -> None:
+        self.pending_updates.pop(update_id, None)
+
+    # -- progress bookkeeping ----------------------------------------------------------------
+
+    def record_agent_counts(self, total: int, completed: int, failed: int) -> None:
+        if (total, completed, failed) != self.counts:
+            self._agent_counts_changed(total, completed, failed, "engine")
+
+    @event(AgentCountsChanged)
+    def _agent_counts_changed(self, total: int, completed: int, failed: int, operator: str) -> None:
+        self.counts = (total, completed, failed)
+
+    def record_engine_unreachable(self, since: str, error: str) -> None:
+        """Note once (not at every failed poll) that the Engine stopped answering."""
+        if self.unreachable_since is None:
+            self._engine_unreachable(since, error[:1000], "system")
+
+    @event(EngineUnreachable)
+    def _engine_unreachable(self, since: str, error: str, operator: str) -> None:
+        self.unreachable_since = since
+
+    def record_engine_reachable(self) -> None:
+        if self.unreachable_since is not None:
+            self._engine_reachable("system")
+
+    @event(EngineReachable)
+    def _engine_reachable(self, operator: str) -> None:
+        self.unreachable_since = None
+
+
+class TaskName(Aggregate):
+    """Claims a task name: its id is derived from the name, so a second claim conflicts."""
+
+    class Created(Aggregate.Created):
+        name: str
+        task_id: int
+
+    @staticmethod
+    def create_id(name: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"deduction:task-name:{name}")
+
+    @event(Created)
+    def __init__(self, name: str, task_id: int) -> None:
+        self.name, self.task_id = name, task_id

@@ -1,0 +1,1 @@
+"""Read models: each projection builds its read tables from the event store, exactly once."""

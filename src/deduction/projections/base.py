@@ -1,0 +1,140 @@
+"""What every projection shares: the event rows it reads and the upsert it writes with."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from eventsourcing.utils import get_topic
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """One stored event as a projection sees it: decoded JSON, no domain objects."""
+
+    notification_id: int
+    originator_int: int
+    version: int
+    name: str  # "DeductionTask.StatusChanged"
+    state: dict[str, Any]
+    timestamp: datetime
+
+
+def topic_names(*event_classes: type) -> dict[str, str]:
+    """Stored topic -> short name ("Aggregate.Event") for the given event classes."""
+    return {get_topic(c): get_topic(c).partition(":")[2] for c in event_classes}
+
+
+class Projection:
+    """Base of the read models: subclasses set the class attributes and `apply`."""
+
+    name: ClassVar[str]
+    ddl: ClassVar[Sequence[str]]
+    tables: ClassVar[Sequence[str]]
+    events: ClassVar[Sequence[type]]
+
+    @classmethod
+    def topics(cls) -> dict[str, str]:
+        return topic_names(*cls.events)
+
+    async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
+        raise NotImplementedError
+
+
+async def fetch_rows(
+    conn: AsyncConnection[Any], table: str, ids: Iterable[int]
+) -> dict[int, Row]:
+    query = sql.SQL("SELECT * FROM {} WHERE id = ANY(%s)").format(sql.Identifier(table))
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, [list(ids)])
+        return {row["id"]: row async for row in cur}
+
+
+async def upsert(
+    conn: AsyncConnection[Any],
+    table: str,
+    columns: Sequence[str],
+    json_columns: frozenset[str],
+    rows: Iterable[Row],
+) -> None:
+    """INSERT ... ON CONFLICT (id) DO UPDATE for whole rows, in one executemany."""
+    params = [
+        [Jsonb(r[c]) if c in json_columns and r[c] is not None else r[c] for c in columns]
+        for r in rows
+    ]
+    if not params:
+        return
+    query = sql.SQL(
+        "INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT (id) DO UPDATE SET {sets}"
+    ).format(
+        table=sql.Identifier(table),
+        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+        vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns if c != "id"
+        ),
+    )
+    async with conn.cursor() as cur:
+        await cur.executemany(query, params)
+
+
+Handler = Callable[[Row, EventRow], None]
+
+
+class RowProjection(Projection):
+    """A projection with one row per aggregate, folded in memory and upserted per page."""
+
+    table: ClassVar[str]
+    columns: ClassVar[Sequence[str]]
+    json_columns: ClassVar[frozenset[str]] = frozenset()
+    id_field: ClassVar[str]
+
+    def handlers(self) -> dict[str, Handler]:
+        raise NotImplementedError
+
+    def create_row(self, event: EventRow) -> Row:
+        raise NotImplementedError
+
+    async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
+        rows = await fetch_rows(conn, self.table, {e.originator_int for e in events})
+        handlers = self.handlers()
+        changed: dict[int, Row] = {}
+        for e in events:
+            if e.name.endswith(".Created"):
+                row = self.create_row(e)
+                rows[row["id"]] = row
+            else:
+                row = rows.get(e.originator_int)
+                if row is None:
+                    continue  # cannot happen for a consistent store; never invent a row
+                handlers[e.name](row, e)
+            row["update_at"], row["version"] = e.timestamp, e.version
+            changed[row["id"]] = row
+        await upsert(conn, self.table, self.columns, self.json_columns, changed.values())
+
+
+def copy(**fields: object) -> Handler:
+    """A handler setting row columns: "$name" copies that event field, anything else is a constant."""
+
+    def handler(row: Row, e: EventRow) -> None:
+        for column, source in fields.items():
+            if isinstance(source, str) and source.startswith("$"):
+                row[column] = e.state[source[1:]]
+            else:
+                row[column] = source
+
+    return handler
+
+
+def add(column: str, delta: int) -> Handler:
+    def handler(row: Row, e: EventRow) -> None:
+        row[column] += delta
+
+    return handler

@@ -1,0 +1,273 @@
+"""Runs projections: a page of events per transaction, woken by NOTIFY, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import structlog
+from psycopg import AsyncConnection
+
+from deduction.projections import tables
+from deduction.projections.agents import AgentProjection
+from deduction.projections.base import EventRow, Projection
+from deduction.projections.catalog import CatalogProjection
+from deduction.projections.history import HistoryProjection
+from deduction.projections.logs import LogProjection
+from deduction.projections.tasks import TaskProjection
+from deduction.serialization import decode_state
+
+log = structlog.get_logger(__name__)
+
+EVENTS_TABLE = "deduction_events"  # the eventsourcing table of the "Deduction" application
+CHANNEL = "deduction_events"  # the library NOTIFYs this channel on every insert
+
+
+def all_projections() -> list[Projection]:
+    return [
+        TaskProjection(),
+        AgentProjection(),
+        LogProjection(),
+        HistoryProjection(),
+        CatalogProjection(),
+    ]
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[Projection]) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # concurrent start-ups
+        await conn.execute(tables.TRACKING)
+        for p in projections:
+            for statement in p.ddl:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO projection_tracking (name) VALUES (%s) ON CONFLICT DO NOTHING",
+                [p.name],
+            )
+
+
+async def run_page(conn: AsyncConnection[Any], projection: Projection, page_size: int) -> int:
+    """Apply the next page of `projection`'s events and move its position, in one transaction.
+
+    Returns how many events were applied. The position row is locked first, so
+    two runners never apply the same page; a crash before COMMIT applies nothing.
+    """
+    topics = projection.topics()
+    async with conn.transaction():
+        cur = await conn.execute(
+            "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", [projection.name]
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise LookupError(f"projection {projection.name!r} has no tracking row")
+        position = row[0]
+        # Inserts are serialised by the event store's table lock, so every id up to the
+        # visible maximum is committed: a position may safely jump to it.
+        head = await head_position(conn)
+        if head <= position:
+            return 0
+        cur = await conn.execute(
+            f"SELECT notification_id, originator_id, originator_version, topic, state"  # noqa: S608
+            f" FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s"
+            " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
+            [position, head, list(topics), page_size],
+            prepare=True,
+        )
+        stored = await cur.fetchall()
+        events = [_event_row(r, topics) for r in stored]
+        if events:
+            await projection.apply(conn, events)
+        new_position = stored[-1][0] if len(stored) == page_size else head
+        await conn.execute(
+            "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
+            [new_position, projection.name],
+        )
+        return len(events)
+
+
+def _event_row(r: tuple[Any, ...], topics: dict[str, str]) -> EventRow:
+    state = decode_state(r[4])
+    return EventRow(
+        notification_id=r[0],
+        originator_int=r[1].int,
+        version=r[2],
+        name=topics[r[3]],
+        state=state,
+        timestamp=datetime.fromisoformat(state["timestamp"]),
+    )
+
+
+async def head_position(conn: AsyncConnection[Any]) -> int:
+    """The newest notification id in the event store (0 when empty)."""
+    cur = await conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")  # noqa: S608
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def positions(conn: AsyncConnection[Any]) -> dict[str, int]:
+    cur = await conn.execute("SELECT name, position FROM projection_tracking")
+    return {name: pos for name, pos in await cur.fetchall()}
+
+
+async def status(conn: AsyncConnection[Any]) -> list[ProjectionStatus]:
+    head = await head_position(conn)
+    return [
+        ProjectionStatus(name, pos, head) for name, pos in sorted((await positions(conn)).items())
+    ]
+
+
+class ProjectionRunner:
+    """Keeps the read tables up to date and lets commands wait until they include their events."""
+
+    def __init__(
+        self,
+        database_url: str,
+        projections: Sequence[Projection] | None = None,
+        page_size: int = 1000,
+        idle_recheck: float = 1.0,
+    ) -> None:
+        self._url = database_url
+        self.projections = list(projections or all_projections())
+        self._page_size = page_size
+        self._idle_recheck = idle_recheck
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self.positions: dict[str, int] = {}
+        self.last_error: str | None = None
+
+    async def setup(self) -> None:
+        async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+            await create_read_tables(conn, self.projections)
+            self.positions = await positions(conn)
+
+    def kick(self) -> None:
+        """Something was just saved: look for new events now."""
+        self._wake.set()
+
+    async def catch_up(self, conn: AsyncConnection[Any]) -> int:
+        applied_total = 0
+        while True:
+            moved = False
+            for p in self.projections:
+                before = self.positions.get(p.name, 0)
+                applied_total += await run_page(conn, p, self._page_size)
+                cur = await conn.execute(
+                    "SELECT position FROM projection_tracking WHERE name = %s", [p.name]
+                )
+                after = (await cur.fetchone())[0]
+                self.positions[p.name] = after
+                moved = moved or after > before
+            async with self._progress:
+                self._progress.notify_all()
+            if not moved:
+                return applied_total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Catch up, then wait for NOTIFY (or a kick) and catch up again, until `stop`."""
+        while not stop.is_set():
+            try:
+                async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    async with await AsyncConnection.connect(self._url, autocommit=True) as lconn:
+                        await lconn.execute(f"LISTEN {CHANNEL}")
+                        listener = asyncio.create_task(self._listen(lconn))
+                        try:
+                            await self._loop(conn, stop)
+                        finally:
+                            listener.cancel()
+                            with contextlib.suppress(asyncio.CancelledError, Exception):
+                                await listener
+                self.last_error = None
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                self.last_error = str(e)
+                log.warning("projections.connection_lost", error=str(e))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+    async def _loop(self, conn: AsyncConnection[Any], stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            self._wake.clear()
+            await self.catch_up(conn)
+            waiter = asyncio.create_task(self._wake.wait())
+            stopper = asyncio.create_task(stop.wait())
+            await asyncio.wait(
+                {waiter, stopper}, timeout=self._idle_recheck, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiter.cancel()
+            stopper.cancel()
+
+    async def _listen(self, conn: AsyncConnection[Any]) -> None:
+        async for _ in conn.notifies():
+            self._wake.set()
+
+    def reached(self, position: int) -> bool:
+        return bool(self.positions) and all(
+            self.positions.get(p.name, 0) >= position for p in self.projections
+        )
+
+    async def wait_for(self, position: int, timeout: float) -> bool:
+        """Wait until every projection includes `position`; False on timeout."""
+        if position <= 0 or self.reached(position):
+            return True
+        self.kick()
+        async with self._progress:
+            try:
+                await asyncio.wait_for(
+                    self._progress.wait_for(lambda: self.reached(position)), timeout
+                )
+            except asyncio.TimeoutError:
+                return False
+        return True
+
+
+async def rebuild(
+    database_url: str,
+    names: Sequence[str] | None = None,
+    page_size: int = 5000,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, int]:
+    """Empty the read tables of the named projections and replay every event into them."""
+    chosen = [p for p in all_projections() if not names or p.name in names]
+    unknown = set(names or ()) - {p.name for p in chosen}
+    if unknown:
+        raise LookupError(f"unknown projection(s): {', '.join(sorted(unknown))}")
+    applied: dict[str, int] = {}
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await create_read_tables(conn, chosen)
+        for p in chosen:
+            async with conn.transaction():
+                await conn.execute(
+                    "SELECT 1 FROM projection_tracking WHERE name = %s FOR UPDATE", [p.name]
+                )
+                await conn.execute(f"TRUNCATE {', '.join(p.tables)}")  # noqa: S608
+                await conn.execute(
+                    "UPDATE projection_tracking SET position = 0, updated_at = now()"
+                    " WHERE name = %s",
+                    [p.name],
+                )
+            head = await head_position(conn)
+            applied[p.name] = 0
+            while True:
+                n = await run_page(conn, p, page_size)
+                applied[p.name] += n
+                pos = (await positions(conn))[p.name]
+                if on_progress:
+                    on_progress(p.name, pos, head)
+                if pos >= head:
+                    break
+    return applied
