@@ -1,0 +1,5 @@
+"""`python -m deduction` runs the CLI."""
+
+from deduction.cli import main
+
+raise SystemExit(main())

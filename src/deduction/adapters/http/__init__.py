@@ -1,0 +1,1 @@
+"""The HTTP API (Litestar + msgspec): commands go to the application, queries to read tables."""

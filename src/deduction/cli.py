@@ -1,0 +1,155 @@
+"""The `deduction` command: serve, worker, engine, projections, db."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from deduction.config import Settings, SettingsError, load_settings
+from deduction.logging import configure_logging
+
+log = structlog.get_logger(__name__)
+
+
+def _progress(name: str, position: int, head: int) -> None:
+    width = 30
+    done = int(width * position / head) if head else width
+    sys.stderr.write(f"\r{name:<10} [{'#' * done}{'.' * (width - done)}] {position}/{head}")
+    if position >= head:
+        sys.stderr.write("\n")
+    sys.stderr.flush()
+
+
+async def _projections_status(settings: Settings) -> int:
+    from psycopg import AsyncConnection
+
+    from deduction.bootstrap import resolve_database_url
+    from deduction.projections.runner import status
+
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        rows = await status(conn)
+    print(f"{'projection':<12}{'position':>12}{'head':>12}{'lag':>10}")
+    for r in rows:
+        print(f"{r.name:<12}{r.position:>12}{r.head:>12}{r.lag:>10}")
+    return 0
+
+
+async def _projections_rebuild(settings: Settings, names: Sequence[str]) -> int:
+    import time
+
+    from deduction.application import DeductionApp
+    from deduction.adapters.postgres import eventsourcing_env
+    from deduction.bootstrap import resolve_database_url
+    from deduction.projections.runner import rebuild
+
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    await asyncio.to_thread(lambda: DeductionApp(env=eventsourcing_env(url)).close())
+    started = time.perf_counter()
+    applied = await rebuild(url, names or None, on_progress=_progress)
+    took = time.perf_counter() - started
+    total = sum(applied.values())
+    print(f"rebuilt {', '.join(applied)}: {total} events in {took:.1f}s"
+          f" ({total / took if took else 0:,.0f} events/s)")
+    return 0
+
+
+async def _serve(settings: Settings, demo: bool) -> int:
+    import uvicorn
+
+    from deduction.adapters.http.app import create_app
+    from deduction.bootstrap import open_services
+    from deduction.catalog_seed import demo_catalog, load_catalog
+
+    async with open_services(settings) as services:
+        if demo:
+            position = await services.run_sync(load_catalog, services.app, demo_catalog())
+            await services.runner.wait_for(position, 10)
+        config = uvicorn.Config(
+            create_app(services),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_level="warning",
+            lifespan="on",
+        )
+        log.info("api.started", url=f"http://{settings.api_host}:{settings.api_port}",
+                 database="external" if settings.database_url else "embedded")
+        await uvicorn.Server(config).serve()
+    return 0
+
+
+async def _db_url(settings: Settings) -> int:
+    from deduction.bootstrap import resolve_database_url
+
+    print(await asyncio.to_thread(resolve_database_url, settings))
+    return 0
+
+
+async def _load_catalog(settings: Settings, path: Path | None) -> int:
+    from deduction.adapters.postgres import eventsourcing_env
+    from deduction.application import DeductionApp
+    from deduction.bootstrap import resolve_database_url
+    from deduction.catalog_seed import demo_catalog, load_catalog, read_catalog_file
+
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    app = DeductionApp(env=eventsourcing_env(url))
+    try:
+        load_catalog(app, read_catalog_file(path) if path else demo_catalog())
+    finally:
+        app.close()
+    print("catalog loaded")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deduction", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the HTTP API (and, without REDIS_URL, the worker)")
+    serve.add_argument("--demo", action="store_true", help="load the demo catalog first")
+    proj = sub.add_parser("projections", help="inspect or rebuild the read tables")
+    proj_sub = proj.add_subparsers(dest="action", required=True)
+    proj_sub.add_parser("status", help="position and lag of each projection")
+    rebuild = proj_sub.add_parser("rebuild", help="drop and replay read tables from the events")
+    rebuild.add_argument("names", nargs="*", help="projections to rebuild (default: all)")
+    db = sub.add_parser("db", help="database helpers")
+    db_sub = db.add_subparsers(dest="action", required=True)
+    db_sub.add_parser("url", help="print the database URL (starting the embedded server if needed)")
+    load = db_sub.add_parser("load-catalog", help="load a catalog JSON file (default: the demo)")
+    load.add_argument("path", nargs="?", type=Path)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as e:
+        print(f"deduction: {e}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    if args.command == "serve":
+        coro = _serve(settings, args.demo)
+    elif args.command == "projections" and args.action == "status":
+        coro = _projections_status(settings)
+    elif args.command == "projections":
+        coro = _projections_rebuild(settings, args.names)
+    elif args.command == "db" and args.action == "url":
+        coro = _db_url(settings)
+    else:
+        coro = _load_catalog(settings, args.path)
+    try:
+        return asyncio.run(coro)
+    except KeyboardInterrupt:
+        return 130
+    except LookupError as e:
+        print(f"deduction: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
