@@ -1,0 +1,133 @@
+"""Projections apply each event exactly once and rebuild to identical tables."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from psycopg import AsyncConnection
+
+from deduction.application import DeductionApp
+from deduction.projections.base import EventRow
+from deduction.projections.logs import LogProjection
+from deduction.projections.runner import (
+    ProjectionRunner,
+    all_projections,
+    head_position,
+    positions,
+    rebuild,
+    run_page,
+)
+from tests.integration.helpers import append_logs, example_task, log_lines, seed_catalog, snapshot
+
+
+def make_history(app: DeductionApp, tasks: int = 3) -> None:
+    """Tasks with updates, stops, status changes and logs: every kind of event."""
+    seed_catalog(app)
+    for n in range(tasks):
+        task_id = app.create_task(example_task(f"t{n}"), "alice").data["task_id"]
+        task = app.get_task(task_id)
+        red, blue = task.execution_ids
+        app.update_config(task_id, [(red, {"attack_strategy": "stealth"})], "bob")
+        append_logs(app, red, task_id, [log_lines(50, 0), log_lines(50, 50)])
+        append_logs(app, blue, task_id, [log_lines(7, 0)])
+        if n % 2:
+            app.request_stop(task_id, "carol")
+
+
+async def catch_up(url: str) -> None:
+    runner = ProjectionRunner(url, page_size=7)  # small pages: many transactions
+    await runner.setup()
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await runner.catch_up(conn)
+
+
+async def test_reapplying_a_page_changes_nothing(app: DeductionApp, db_url: str) -> None:
+    """Once a projection's position covers a page, running it again applies nothing."""
+    make_history(app)
+    await catch_up(db_url)
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        before = await snapshot(conn)
+        for projection in all_projections():
+            assert await run_page(conn, projection, 1000) == 0
+        assert await snapshot(conn) == before
+        assert len(before["agent_execution_log"]) == 3 * 107
+
+
+class CrashingLogs(LogProjection):
+    """Writes its rows, then fails before the transaction commits."""
+
+    async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
+        await super().apply(conn, events)
+        raise RuntimeError("worker died mid-page")
+
+
+async def test_a_crash_mid_page_applies_nothing_and_the_retry_applies_once(
+    app: DeductionApp, db_url: str
+) -> None:
+    """Rows and position commit together: a failed page leaves both untouched."""
+    make_history(app, tasks=1)
+    runner = ProjectionRunner(db_url)
+    await runner.setup()
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        with pytest.raises(RuntimeError):
+            await run_page(conn, CrashingLogs(), 1000)
+        assert (await positions(conn))["logs"] == 0
+        cur = await conn.execute("SELECT count(*) FROM agent_execution_log")
+        assert (await cur.fetchone())[0] == 0
+        assert await run_page(conn, LogProjection(), 1000) == 3
+        cur = await conn.execute("SELECT count(*), count(DISTINCT id) FROM agent_execution_log")
+        assert await cur.fetchone() == (107, 107)
+
+
+async def test_concurrent_runners_never_apply_a_page_twice(app: DeductionApp, db_url: str) -> None:
+    """Two runners racing over the same events produce the single-runner tables."""
+    make_history(app, tasks=4)
+    await asyncio.gather(catch_up(db_url), catch_up(db_url), catch_up(db_url))
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        raced = await snapshot(conn)
+        await rebuild(db_url)
+        assert await snapshot(conn) == raced
+        cur = await conn.execute(
+            "SELECT sum(lines) FROM agent_execution_log_count"
+        )
+        assert (await cur.fetchone())[0] == len(raced["agent_execution_log"]) == 4 * 107
+
+
+async def test_rebuild_reproduces_the_live_tables_row_for_row(
+    app: DeductionApp, db_url: str
+) -> None:
+    """Dropping the read tables and replaying the events gives identical rows."""
+    make_history(app, tasks=5)
+    await catch_up(db_url)
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        live = await snapshot(conn)
+        assert all(live[t] for t in ("deduction_task", "agent_execution", "deduction_task_history"))
+        seen: list[tuple[str, int, int]] = []
+        applied = await rebuild(db_url, on_progress=lambda *a: seen.append(a))
+        assert await snapshot(conn) == live
+        assert applied["logs"] == 15 and applied["tasks"] > 0
+        head = await head_position(conn)
+        assert all(p >= head for p in (await positions(conn)).values())
+        assert {name for name, _, _ in seen} == {p.name for p in all_projections()}
+
+
+async def test_rebuild_of_one_projection_leaves_the_others_alone(
+    app: DeductionApp, db_url: str
+) -> None:
+    """`rebuild history` touches only the history table."""
+    make_history(app, tasks=2)
+    await catch_up(db_url)
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        live = await snapshot(conn)
+        await conn.execute("DELETE FROM deduction_task_history WHERE id % 2 = 0")
+        applied = await rebuild(db_url, ["history"])
+        assert set(applied) == {"history"}
+        assert await snapshot(conn) == live
+
+
+async def test_rebuild_refuses_unknown_projection_names(db_url: str, app: DeductionApp) -> None:
+    """A typo in a projection name is an error, not a silent no-op."""
+    with pytest.raises(LookupError, match="nope"):
+        await rebuild(db_url, ["tasks", "nope"])
