@@ -131,3 +131,26 @@ async def test_rebuild_refuses_unknown_projection_names(db_url: str, app: Deduct
     """A typo in a projection name is an error, not a silent no-op."""
     with pytest.raises(LookupError, match="nope"):
         await rebuild(db_url, ["tasks", "nope"])
+
+
+async def test_log_lines_with_control_characters_round_trip(app: DeductionApp, db_url: str) -> None:
+    """Tabs, newlines, backslashes and unicode survive COPY; NULs (refused by PostgreSQL) are dropped."""
+    seed_catalog(app)
+    task_id = app.create_task(example_task(), "alice").data["task_id"]
+    red = app.get_task(task_id).execution_ids[0]
+    nasty = [
+        {"timestamp": "2025-11-12T10:35:22Z", "level": "ERROR", "message": "a\tb\nc\\d\re 红队",
+         "source": "net\tmod", "extra": {"k": "v\u0000w", "tab": "\t"}},
+        {"timestamp": "2025-11-12T10:35:23.123456Z", "level": "TRACE", "message": "nul\u0000here",
+         "source": None, "extra": None},
+    ]
+    append_logs(app, red, task_id, [nasty])
+    await catch_up(db_url)
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT level, level_no, message, source, extra_data FROM agent_execution_log ORDER BY id"
+        )
+        assert await cur.fetchall() == [
+            ("ERROR", 40, "a\tb\nc\\d\re 红队", "net\tmod", {"k": "vw", "tab": "\t"}),
+            ("TRACE", 20, "nulhere", None, None),
+        ]

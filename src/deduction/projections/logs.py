@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -26,39 +25,59 @@ class LogProjection(Projection):
 
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
         counts: Counter[tuple[int, int, int]] = Counter()
+        out: list[str] = []
+        for e in events:
+            s = e.state
+            execution_id, task_id = s["execution_id"], s["task_id"]
+            head = f"\t{execution_id}\t{task_id}\t"
+            created = e.timestamp.isoformat()
+            base = e.notification_id * LINE_ID_FACTOR
+            for i, line in enumerate(s["lines"]):
+                level = line["level"]
+                level_no = LEVELS.get(level, 20)
+                level_text = _LEVEL_TEXT.get(level) or _text(level)
+                extra = line.get("extra")
+                source = line.get("source")
+                out.append(
+                    f"{base + i}{head}{_text(line['timestamp'])}\t{level_text}\t{level_no}\t"
+                    f"{_text(line['message'])}\t{_NULL if source is None else _text(source)}\t"
+                    f"{_NULL if extra is None else _json_text(extra)}\t{created}\n"
+                )
+                counts[(execution_id, task_id, level_no)] += 1
+        if not out:
+            return
         async with conn.cursor() as cur:
             async with cur.copy(
                 "COPY agent_execution_log (id, agent_execution_id, deduction_task_id, timestamp,"
                 " level, level_no, message, source, extra_data, create_at) FROM STDIN"
             ) as copy:
-                for e in events:
-                    s = e.state
-                    execution_id, task_id = s["execution_id"], s["task_id"]
-                    base = e.notification_id * LINE_ID_FACTOR
-                    for i, line in enumerate(s["lines"]):
-                        level = line["level"]
-                        level_no = LEVELS.get(level, 20)
-                        extra = line.get("extra")
-                        await copy.write_row(
-                            (
-                                base + i,
-                                execution_id,
-                                task_id,
-                                datetime.fromisoformat(line["timestamp"]),
-                                level,
-                                level_no,
-                                line["message"],
-                                line.get("source"),
-                                None if extra is None else _json.encode(extra).decode(),
-                                e.timestamp,
-                            )
-                        )
-                        counts[(execution_id, task_id, level_no)] += 1
-            if counts:
-                await cur.executemany(
-                    "INSERT INTO agent_execution_log_count AS c"
-                    " (agent_execution_id, deduction_task_id, level_no, lines)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT (agent_execution_id, level_no)"
-                    " DO UPDATE SET lines = c.lines + EXCLUDED.lines",
-                    [(ex, t, lv, n) for (ex, t, lv), n in sorted(counts.items())],
-                )
+                await copy.write("".join(out))
+            keys = sorted(counts)
+            await cur.execute(
+                "INSERT INTO agent_execution_log_count AS c"
+                " (agent_execution_id, deduction_task_id, level_no, lines)"
+                " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::smallint[], %s::bigint[])"
+                " ON CONFLICT (agent_execution_id, level_no)"
+                " DO UPDATE SET lines = c.lines + EXCLUDED.lines",
+                [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
+                 [counts[k] for k in keys]],
+            )
+
+
+_NULL = "\\N"
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": ""})
+
+
+_LEVEL_TEXT = {level: level for level in LEVELS}
+
+
+def _text(value: str) -> str:
+    """A value in COPY's text format (backslash, tab and newlines escaped)."""
+    if value.isprintable() and "\\" not in value:
+        return value  # the common case, checked without building a new string
+    return value.translate(_ESCAPES)
+
+
+def _json_text(value: object) -> str:
+    """JSON for a jsonb column: PostgreSQL refuses the \\u0000 escape, so NULs are dropped."""
+    return _text(_json.encode(value).decode().replace("\\u0000", ""))

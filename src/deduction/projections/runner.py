@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg
 import structlog
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 
 from deduction.projections import tables
 from deduction.projections.agents import AgentProjection
@@ -246,28 +246,60 @@ async def rebuild(
     unknown = set(names or ()) - {p.name for p in chosen}
     if unknown:
         raise LookupError(f"unknown projection(s): {', '.join(sorted(unknown))}")
-    applied: dict[str, int] = {}
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         await create_read_tables(conn, chosen)
-        for p in chosen:
-            async with conn.transaction():
-                await conn.execute(
-                    "SELECT 1 FROM projection_tracking WHERE name = %s FOR UPDATE", [p.name]
-                )
-                await conn.execute(f"TRUNCATE {', '.join(p.tables)}")  # noqa: S608
-                await conn.execute(
-                    "UPDATE projection_tracking SET position = 0, updated_at = now()"
-                    " WHERE name = %s",
-                    [p.name],
-                )
-            head = await head_position(conn)
-            applied[p.name] = 0
-            while True:
-                n = await run_page(conn, p, page_size)
-                applied[p.name] += n
-                pos = (await positions(conn))[p.name]
-                if on_progress:
-                    on_progress(p.name, pos, head)
-                if pos >= head:
-                    break
+    # Projections are independent: replaying them side by side lets PostgreSQL write one
+    # page while Python decodes another.
+    counts = await asyncio.gather(
+        *(_rebuild_one(database_url, p, page_size, on_progress) for p in chosen)
+    )
+    return {p.name: n for p, n in zip(chosen, counts)}
+
+
+async def _rebuild_one(
+    database_url: str,
+    projection: Projection,
+    page_size: int,
+    on_progress: Callable[[str, int, int], None] | None,
+) -> int:
+    applied = 0
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM projection_tracking WHERE name = %s FOR UPDATE", [projection.name]
+            )
+            await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")  # noqa: S608
+            # Bulk load: building secondary indexes once at the end is several times cheaper
+            # than maintaining them row by row. A crash before that is mended at the next
+            # start-up, which creates every missing index (CREATE INDEX IF NOT EXISTS).
+            indexes = await _secondary_indexes(conn, projection.tables)
+            for name, _ in indexes:
+                await conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            await conn.execute(
+                "UPDATE projection_tracking SET position = 0, updated_at = now() WHERE name = %s",
+                [projection.name],
+            )
+        head = await head_position(conn)
+        while True:
+            applied += await run_page(conn, projection, page_size)
+            position = (await positions(conn))[projection.name]
+            if on_progress:
+                on_progress(projection.name, position, head)
+            if position >= head:
+                break
+        for _, definition in indexes:
+            await conn.execute(definition)
     return applied
+
+
+async def _secondary_indexes(
+    conn: AsyncConnection[Any], table_names: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(name, CREATE statement) of the indexes that back no constraint."""
+    cur = await conn.execute(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i"
+        " WHERE i.schemaname = current_schema() AND i.tablename = ANY(%s)"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+        [list(table_names)],
+    )
+    return [(name, definition) for name, definition in await cur.fetchall()]
