@@ -81,6 +81,10 @@ class DeductionApp(Application[UUID]):
 
     name = "Deduction"
 
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._catalog_cache: dict[tuple[str, int], Any] = {}
+
     def construct_transcoder(self) -> Transcoder:
         return MsgspecTranscoder()
 
@@ -150,10 +154,17 @@ class DeductionApp(Application[UUID]):
         return self._create_catalog("env_instance", env_instance_id, env)
 
     def _catalog_entry(self, kind: str, field_name: str, key: int) -> Any:
+        # Catalog entries have no events after Created, so a loaded entry never goes stale.
+        cached = self._catalog_cache.get((kind, key))
+        if cached is not None:
+            return cached
         try:
-            return self.repository.get(catalog_id(kind, key))
+            entry = self.repository.get(catalog_id(kind, key))
         except AggregateNotFoundError:
             raise UnknownReferenceError(field_name, key) from None
+        if len(self._catalog_cache) < 100_000:
+            self._catalog_cache[(kind, key)] = entry
+        return entry
 
     # -- tasks -------------------------------------------------------------------------------
 

@@ -1,0 +1,85 @@
+"""GET /task/{id} (10 agents) at 8 connections vs. a bare Litestar + psycopg one-row handler."""
+
+from __future__ import annotations
+
+import json
+import sys
+import urllib.request
+from typing import Any
+
+from bench.common import Result, scratch_database, versions
+from bench.http_load import Load, free_port, load, server
+
+API = "/api/v1/deduction"
+
+
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def create_tasks(base: str, count: int, agents: int = 10) -> list[int]:
+    ids = []
+    for n in range(count):
+        body = {
+            "name": f"bench-read-{n}",
+            "description": "detail read benchmark",
+            "scheme_id": 1234567890,
+            "env_instance_id": 9876543210,
+            "agent_configs": [
+                {"agent_meta_id": 10001 + i % 2, "side": "red" if i % 2 == 0 else "blue",
+                 "params": {"attack_strategy": "aggressive", "slot": i}}
+                for i in range(agents)
+            ],
+        }
+        ids.append(post(f"{base}{API}/task/create", body)["data"]["task_id"])
+    return ids
+
+
+def serve_env(database_url: str, port: int) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "API_PORT": str(port), "TASK_POLL_ENABLED": "false",
+            "ENGINE_URL": "http://127.0.0.1:9", "LOG_LEVEL": "WARNING", "REDIS_URL": ""}
+
+
+def run(smoke: bool = False, runs: int = 3) -> Result:
+    seconds, runs, tasks = (2, 1, 20) if smoke else (10, runs, 200)
+    with scratch_database("reads") as url:
+        port, bare_port = free_port(), free_port()
+        base = f"http://127.0.0.1:{port}"
+        ours: list[Load] = []
+        bare: list[Load] = []
+        with server([sys.executable, "-m", "deduction", "serve", "--demo"], serve_env(url, port),
+                     f"{base}/health"):
+            ids = create_tasks(base, tasks)
+            target = ids[len(ids) // 2]
+            with server(
+                [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
+                 "--log-level", "warning", "--no-access-log"],
+                {"DATABASE_URL": url}, f"http://127.0.0.1:{bare_port}/health",
+            ):
+                for _ in range(runs):  # interleaved, so drift hits both alike
+                    bare.append(load(f"http://127.0.0.1:{bare_port}/row/{target}", 8, seconds))
+                    ours.append(load(f"{base}{API}/task/{target}", 8, seconds))
+        ver = versions(url)
+    rps = sorted(x.requests_per_s for x in ours)[len(ours) // 2]
+    base_rps = sorted(x.requests_per_s for x in bare)[len(bare) // 2]
+    p50 = sorted(x.p50_ms for x in ours)[len(ours) // 2]
+    p99 = sorted(x.p99_ms for x in ours)[len(ours) // 2]
+    return Result(
+        name="task_detail_reads",
+        parameters={"connections": 8, "seconds_per_run": seconds, "runs": runs, "agents": 10,
+                    "tasks_in_table": tasks, "load_tool": ours[0].tool},
+        baseline=base_rps,
+        value=rps,
+        unit="req/s",
+        baseline_label="bare Litestar + psycopg handler, one row by primary key",
+        target=">= 1.0 x bare handler req/s and p99 <= 10 ms",
+        target_met=rps >= base_rps and p99 <= 10.0,
+        extra={"p50_ms": p50, "p99_ms": p99,
+               "baseline_p50_ms": sorted(x.p50_ms for x in bare)[len(bare) // 2],
+               "baseline_p99_ms": sorted(x.p99_ms for x in bare)[len(bare) // 2],
+               "samples": [x.__dict__ for x in ours], "baseline_samples": [x.__dict__ for x in bare]},
+        versions=ver,
+    )
