@@ -1,29 +1,51 @@
-"""Litestar application factory."""
+"""Litestar application factory: controllers, error handlers, OpenAPI and probes."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from litestar import Litestar, get
+from litestar import Litestar, Request, get
+from litestar.enums import HttpMethod
 from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import (
+    JsonRenderPlugin,
+    ScalarRenderPlugin,
+    StoplightRenderPlugin,
+    SwaggerRenderPlugin,
+)
 from litestar.response import Response
 
+from deduction.adapters.http.catalog import CATALOG_CONTROLLERS
+from deduction.adapters.http.deps import DEPENDENCIES
+from deduction.adapters.http.envelope import Envelope
+from deduction.adapters.http.errors import EXCEPTION_HANDLERS, documented
+from deduction.adapters.http.responses import ProbeResponse
+from deduction.adapters.http.executions import AgentExecutionController
+from deduction.adapters.http.history import HistoryController
+from deduction.adapters.http.logs import LogController
+from deduction.adapters.http.tasks import TaskController
 from deduction.bootstrap import Services
+from deduction.config import Settings
 from deduction.projections.runner import status
 
+API_VERSION = "1.0.0"
+READY_MAX_LAG = 10_000
 
-def envelope(data: Any, code: int = 200, message: str = "success") -> Response[dict[str, Any]]:
-    return Response({"code": code, "message": message, "data": data}, status_code=code)
+
+def envelope(data: Any, code: int = 200, message: str = "success") -> Response[Envelope[Any]]:
+    return Response(Envelope(code, message, data), status_code=code)
 
 
-@get("/health", sync_to_thread=False)
-def health() -> Response[dict[str, Any]]:
+@get("/health", sync_to_thread=False, operation_id="health", tags=["probes"])
+def health() -> Response[ProbeResponse]:
     """The process is up."""
     return envelope({"status": "ok"})
 
 
-@get("/ready")
-async def ready(state: State) -> Response[dict[str, Any]]:
+@get("/ready", operation_id="ready", tags=["probes"], responses=documented(503))
+async def ready(state: State) -> Response[ProbeResponse]:
     """The database answers and the projections are not far behind."""
     services: Services = state.services
     try:
@@ -32,14 +54,80 @@ async def ready(state: State) -> Response[dict[str, Any]]:
     except Exception as e:  # noqa: BLE001 - any failure means not ready
         return envelope({"database": "unreachable", "error": str(e)}, 503, "not ready")
     lag = {r.name: r.lag for r in rows}
-    ok = all(v <= 10_000 for v in lag.values())
-    return envelope({"database": "ok", "projection_lag": lag}, 200 if ok else 503,
-                    "success" if ok else "projections are behind")
+    ok = all(v <= READY_MAX_LAG for v in lag.values())
+    return envelope(
+        {"database": "ok", "projection_lag": lag},
+        200 if ok else 503,
+        "success" if ok else "projections are behind",
+    )
+
+
+def _untyped(path: str) -> str:
+    return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
+
+
+def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """OPTIONS lists every method of the path.
+
+    Litestar 2.25 builds the automatic OPTIONS answer of a path from the first
+    handler registered on it, so a collection with GET and POST would answer
+    `Allow: OPTIONS, POST`.
+    """
+    if request.method != HttpMethod.OPTIONS:
+        return None
+    template = request.scope.get("path_template", "")
+    methods = {
+        method
+        for path, handlers in request.app.route_handler_method_map.items()
+        if _untyped(path) == template
+        for method in handlers
+    }
+    allow = ", ".join(sorted({*methods, HttpMethod.OPTIONS}))
+    return Response(None, status_code=204, headers={"Allow": allow})
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Deduction API",
+        version=API_VERSION,
+        description=(
+            "Runs simulation exercises on the Engine. Every response is an envelope"
+            " {code, message, data} whose code equals the HTTP status."
+        ),
+        path="/schema",
+        render_plugins=[
+            SwaggerRenderPlugin(path="/swagger"),
+            StoplightRenderPlugin(path="/elements"),
+            ScalarRenderPlugin(path="/scalar"),
+            JsonRenderPlugin(path="/openapi.json"),
+        ],
+    )
+
+
+def _litestar(state: State, max_body_bytes: int) -> Litestar:
+    return Litestar(
+        route_handlers=[
+            health,
+            ready,
+            TaskController,
+            AgentExecutionController,
+            LogController,
+            HistoryController,
+            *CATALOG_CONTROLLERS,
+        ],
+        before_request=answer_options,
+        dependencies=DEPENDENCIES,
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi_config(),
+        state=state,
+        request_max_body_size=max_body_bytes,
+    )
 
 
 def create_app(services: Services) -> Litestar:
-    return Litestar(
-        route_handlers=[health, ready],
-        state=State({"services": services}),
-        request_max_body_size=services.settings.max_body_bytes,
-    )
+    return _litestar(State({"services": services}), services.settings.max_body_bytes)
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document as /schema/openapi.json serves it, without starting anything."""
+    return _litestar(State(), Settings().max_body_bytes).openapi_schema.to_schema()

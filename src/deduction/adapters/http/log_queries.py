@@ -1,0 +1,114 @@
+"""Log pages by keyset (`after_id`), never OFFSET, with an exact total.
+
+With a minimum level the page is a UNION ALL of one index range per level
+(agent_execution_id|deduction_task_id, level_no, id), each already ordered
+and limited, merged and limited again: a few index probes whatever the size
+of the table, where `level_no >= X ORDER BY id` may walk many rows of the
+levels below X. The total comes from agent_execution_log_count (kept by the
+projection) unless a time filter asks for a real count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from psycopg import AsyncConnection, sql
+from psycopg.rows import dict_row
+
+from deduction.adapters.http import views
+from deduction.domain.logs import LEVELS
+
+Scope = Literal["agent_execution_id", "deduction_task_id"]
+LEVEL_NUMBERS = sorted(LEVELS.values())
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, views.columns(views.LogLine)))
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    min_level: int = LEVEL_NUMBERS[0]
+    start: datetime | None = None
+    """Inclusive lower bound on the line's timestamp."""
+    end: datetime | None = None
+    """Exclusive upper bound on the line's timestamp."""
+    after_id: int | None = None
+    limit: int = 100
+    newest_first: bool = True
+
+    @property
+    def has_time_range(self) -> bool:
+        return self.start is not None or self.end is not None
+
+
+def _conditions(scope: Scope, f: LogFilter, with_cursor: bool) -> list[sql.Composable]:
+    conds: list[sql.Composable] = [sql.SQL("{} = %(ident)s").format(sql.Identifier(scope))]
+    if f.start is not None:
+        conds.append(sql.SQL("\"timestamp\" >= %(start)s"))
+    if f.end is not None:
+        conds.append(sql.SQL("\"timestamp\" < %(end)s"))
+    if with_cursor and f.after_id is not None:
+        conds.append(sql.SQL("id < %(after)s" if f.newest_first else "id > %(after)s"))
+    return conds
+
+
+def page_query(scope: Scope, f: LogFilter) -> sql.Composed:
+    order = sql.SQL("DESC" if f.newest_first else "ASC")
+    conds = _conditions(scope, f, with_cursor=True)
+    if f.min_level <= LEVEL_NUMBERS[0]:
+        return sql.SQL(
+            "SELECT {cols} FROM agent_execution_log WHERE {where}"
+            " ORDER BY id {order} LIMIT %(limit)s"
+        ).format(cols=_COLUMNS, where=sql.SQL(" AND ").join(conds), order=order)
+    branches = [
+        sql.SQL(
+            "(SELECT {cols} FROM agent_execution_log WHERE {where} AND level_no = {level}"
+            " ORDER BY id {order} LIMIT %(limit)s)"
+        ).format(
+            cols=_COLUMNS,
+            where=sql.SQL(" AND ").join(conds),
+            level=sql.Literal(level),
+            order=order,
+        )
+        for level in LEVEL_NUMBERS
+        if level >= f.min_level
+    ]
+    return sql.SQL("SELECT * FROM ({union}) AS lines ORDER BY id {order} LIMIT %(limit)s").format(
+        union=sql.SQL(" UNION ALL ").join(branches), order=order
+    )
+
+
+def total_query(scope: Scope, f: LogFilter) -> sql.Composed:
+    if not f.has_time_range:
+        return sql.SQL(
+            "SELECT coalesce(sum(lines), 0) FROM agent_execution_log_count"
+            " WHERE {} = %(ident)s AND level_no >= %(min_level)s"
+        ).format(sql.Identifier(scope))
+    conds = _conditions(scope, f, with_cursor=False)
+    conds.append(sql.SQL("level_no >= %(min_level)s"))
+    return sql.SQL("SELECT count(*) FROM agent_execution_log WHERE {}").format(
+        sql.SQL(" AND ").join(conds)
+    )
+
+
+async def log_page(
+    conn: AsyncConnection[Any], scope: Scope, ident: int, f: LogFilter
+) -> tuple[int, list[dict[str, Any]], int | None]:
+    """(total, lines of this page, cursor of the next page or None)."""
+    params = {
+        "ident": ident,
+        "start": f.start,
+        "end": f.end,
+        "after": f.after_id,
+        "limit": f.limit + 1,  # one more tells whether a next page exists
+        "min_level": f.min_level,
+    }
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(page_query(scope, f), params)
+        rows = await cur.fetchall()
+    total_cur = await conn.execute(total_query(scope, f), params)
+    total_row = await total_cur.fetchone()
+    more = len(rows) > f.limit
+    rows = rows[: f.limit]
+    next_cursor = rows[-1]["id"] if more and rows else None
+    return int(total_row[0] if total_row else 0), rows, next_cursor

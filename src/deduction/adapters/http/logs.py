@@ -1,0 +1,114 @@
+"""LogController: log lines of one execution or of a whole task (plan section 3.3)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from litestar import Controller, get
+
+from deduction.adapters.http import views
+from deduction.adapters.http.deps import ServicesDep
+from deduction.adapters.http.envelope import ok
+from deduction.adapters.http.errors import documented
+from deduction.adapters.http.log_queries import LogFilter, Scope, log_page
+from deduction.adapters.http.params import (
+    AfterId,
+    EndTime,
+    ExecutionId,
+    LogLimit,
+    LogOrder,
+    MinLevel,
+    StartTime,
+    TaskId,
+)
+from deduction.adapters.http.responses import LogPageResponse
+from deduction.adapters.http.queries import execution_exists, task_exists
+from deduction.adapters.http.schemas import InputError
+from deduction.application import NotFoundError
+from deduction.bootstrap import Services
+from deduction.domain.logs import LEVELS
+
+
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InputError(
+            name, f"{name} must include a timezone, e.g. 2025-11-12T10:00:00Z or +08:00"
+        )
+    return value
+
+
+def log_filter(
+    level: str | None,
+    limit: int,
+    start_time: datetime | None,
+    end_time: datetime | None,
+    order: str,
+    after_id: int | None,
+) -> LogFilter:
+    start, end = _aware("start_time", start_time), _aware("end_time", end_time)
+    if start is not None and end is not None and start >= end:
+        raise InputError("end_time", "end_time must be later than start_time")
+    return LogFilter(
+        min_level=LEVELS[level] if level else min(LEVELS.values()),
+        start=start,
+        end=end,
+        after_id=after_id,
+        limit=limit,
+        newest_first=order == "desc",
+    )
+
+
+async def _page(services: Services, scope: Scope, ident: int, f: LogFilter) -> views.LogPage:
+    async with services.pool.connection() as conn:
+        exists = execution_exists if scope == "agent_execution_id" else task_exists
+        if not await exists(conn, ident):
+            kind = "agent execution" if scope == "agent_execution_id" else "task"
+            raise NotFoundError(kind, ident)
+        total, rows, cursor = await log_page(conn, scope, ident, f)
+    lines = [views.from_row(views.LogLine, r) for r in rows]
+    return views.LogPage(total=total, logs=lines, next_cursor=cursor)
+
+
+class LogController(Controller):
+    path = "/api/v1/deduction"
+    tags = ["logs"]
+
+    @get(
+        "/agent-execution/{execution_id:str}/logs",
+        operation_id="listExecutionLogs",
+        responses=documented(404, 422, 503),
+    )
+    async def execution_logs(
+        self,
+        services: ServicesDep,
+        execution_id: ExecutionId,
+        level: MinLevel = None,
+        limit: LogLimit = 100,
+        start_time: StartTime = None,
+        end_time: EndTime = None,
+        order: LogOrder = "desc",
+        after_id: AfterId = None,
+    ) -> LogPageResponse:
+        """One execution's log lines, newest first by default, paged by `after_id`."""
+        f = log_filter(level, limit, start_time, end_time, order, after_id)
+        return ok(await _page(services, "agent_execution_id", execution_id, f))
+
+    @get(
+        "/task/{task_id:str}/logs",
+        operation_id="listTaskLogs",
+        responses=documented(404, 422, 503),
+    )
+    async def task_logs(
+        self,
+        services: ServicesDep,
+        task_id: TaskId,
+        level: MinLevel = None,
+        limit: LogLimit = 100,
+        start_time: StartTime = None,
+        end_time: EndTime = None,
+        order: LogOrder = "desc",
+        after_id: AfterId = None,
+    ) -> LogPageResponse:
+        """The log lines of all the task's executions, each with its agent_execution_id."""
+        f = log_filter(level, limit, start_time, end_time, order, after_id)
+        return ok(await _page(services, "deduction_task_id", task_id, f))

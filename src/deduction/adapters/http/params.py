@@ -1,0 +1,59 @@
+"""Path, query and header parameters shared by the controllers, with their bounds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from litestar.params import HeaderParameter, PathParameter, QueryParameter
+
+from deduction.adapters.http.schemas import OPERATOR
+from deduction.domain.status import Status
+from deduction.ids import MAX_ID
+
+Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+Order = Literal["desc", "asc"]
+
+TaskId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="task id")]
+ExecutionId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="agent execution id")]
+EntryId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="catalog entry id")]
+
+PageNo = Annotated[int, QueryParameter(ge=1, le=MAX_ID, description="1-based page number")]
+PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, 1..100")]
+StatusFilter = Annotated[
+    Status | None, QueryParameter(description="only items with this status")
+]
+MinLevel = Annotated[
+    Level | None,
+    QueryParameter(description="minimum severity: ERROR returns ERROR and CRITICAL lines"),
+]
+LogLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="lines per page, 1..1000")]
+StartTime = Annotated[
+    datetime | None,
+    QueryParameter(description="RFC 3339; lines with timestamp >= start_time"),
+]
+EndTime = Annotated[
+    datetime | None,
+    QueryParameter(description="RFC 3339; lines with timestamp < end_time"),
+]
+LogOrder = Annotated[
+    Order, QueryParameter(description="desc: newest first (default); asc: oldest first")
+]
+AfterId = Annotated[
+    int | None,
+    QueryParameter(
+        ge=1,
+        le=MAX_ID,
+        description="cursor: the next_cursor of the previous page; lines strictly after it",
+    ),
+]
+Operator = Annotated[
+    str,
+    HeaderParameter(
+        name="X-Operator",
+        min_length=1,
+        max_length=64,
+        pattern=OPERATOR,
+        description="who sends the command (recorded in history); printable ASCII, <= 64",
+    ),
+]

@@ -1,0 +1,165 @@
+"""TaskController: create, read, list, stop and update tasks (plan section 3.1)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, Request, get, post, put
+from litestar.enums import RequestEncodingType
+from litestar.openapi.spec import Example
+from litestar.params import BodyKwarg
+
+from deduction import application as commands
+from deduction.adapters.http import queries, views
+from deduction.adapters.http.bodies import strict_body
+from deduction.adapters.http.deps import ServicesDep, dispatch
+from deduction.adapters.http.envelope import ok, rfc3339
+from deduction.adapters.http.errors import documented
+from deduction.adapters.http.params import Operator, PageNo, PageSize, StatusFilter, TaskId
+from deduction.adapters.http.responses import (
+    TaskCreatedResponse,
+    TaskDetailResponse,
+    TaskPageResponse,
+    TaskStoppedResponse,
+    TaskUpdatedResponse,
+)
+from deduction.adapters.http.schemas import (
+    TaskCreate,
+    TaskUpdate,
+    check_task_create,
+    check_task_update,
+)
+
+PLAN_TASK = {
+    "name": "task_20251112_001",
+    "description": "红蓝对抗演练任务",
+    "scheme_id": 1234567890,
+    "env_instance_id": 9876543210,
+    "agent_configs": [
+        {
+            "agent_meta_id": 10001,
+            "side": "red",
+            "params": {"attack_strategy": "aggressive", "target": "192.168.1.100"},
+        },
+        {"agent_meta_id": 10002, "side": "blue", "params": {"defense_level": "high"}},
+    ],
+}
+CreateBody = Annotated[
+    TaskCreate,
+    BodyKwarg(
+        media_type=RequestEncodingType.JSON,
+        examples=[Example(summary="the plan's red/blue example", value=PLAN_TASK)],
+    ),
+]
+UpdateBody = Annotated[TaskUpdate, BodyKwarg(media_type=RequestEncodingType.JSON)]
+AnyRequest = Request[Any, Any, Any]
+
+
+class TaskController(Controller):
+    path = "/api/v1/deduction/task"
+    tags = ["tasks"]
+
+    @post(
+        "/create",
+        status_code=200,
+        operation_id="createTask",
+        responses=documented(400, 409, 413, 422, 503),
+    )
+    async def create_task(
+        self,
+        services: ServicesDep,
+        request: AnyRequest,
+        data: CreateBody,
+        operator: Operator = "anonymous",
+    ) -> TaskCreatedResponse:
+        """Create a task from catalog entries; the worker then submits it to the Engine.
+
+        Unknown agent_meta_id, scheme_id or env_instance_id: 422 naming the field.
+        A name already used: 409.
+        """
+        body = await strict_body(request, TaskCreate)
+        check_task_create(body)
+        new = commands.NewTask(
+            name=body.name,
+            description=body.description,
+            scheme_id=body.scheme_id,
+            env_instance_id=body.env_instance_id,
+            agent_configs=[
+                commands.AgentConfig(c.agent_meta_id, c.side, c.params, c.max_retry)
+                for c in body.agent_configs
+            ],
+        )
+        receipt = await services.command(services.app.create_task, new, operator)
+        task_id = receipt.data["task_id"]
+        await dispatch(services.dispatcher.task_created, task_id)
+        return ok(
+            views.TaskCreated(task_id, receipt.data["status"], rfc3339(receipt.data["create_time"]))
+        )
+
+    @get("/list", operation_id="listTasks", responses=documented(422, 503))
+    async def list_tasks(
+        self,
+        services: ServicesDep,
+        page: PageNo = 1,
+        size: PageSize = 20,
+        status: StatusFilter = None,
+    ) -> TaskPageResponse:
+        """Tasks, newest first; `total` is exact."""
+        async with services.pool.connection() as conn:
+            total, rows = await queries.task_page(conn, page, size, status)
+        items = [views.from_row(views.Task, r) for r in rows]
+        return ok(views.TaskPage(total=total, page=page, size=size, items=items))
+
+    @get("/{task_id:str}", operation_id="getTask", responses=documented(404, 422, 503))
+    async def get_task(self, services: ServicesDep, task_id: TaskId) -> TaskDetailResponse:
+        """Every column of the task and of each of its agent executions (in config order)."""
+        async with services.pool.connection() as conn:
+            row = await queries.task(conn, task_id)
+            if row is None:
+                raise commands.NotFoundError("task", task_id)
+            agents = await queries.executions(conn, task_id)
+        executions = [views.from_row(views.AgentExecution, a) for a in agents]
+        return ok(views.from_row(views.TaskDetail, row, agent_executions=executions))
+
+    @post(
+        "/{task_id:str}/stop",
+        status_code=200,
+        operation_id="stopTask",
+        responses=documented(404, 409, 422, 503),
+    )
+    async def stop_task(
+        self, services: ServicesDep, task_id: TaskId, operator: Operator = "anonymous"
+    ) -> TaskStoppedResponse:
+        """Stop a pending or running task; stopping a stopped task again changes nothing.
+
+        A completed or failed task cannot be stopped: 409.
+        """
+        receipt = await services.command(services.app.request_stop, task_id, operator)
+        if receipt.data.get("changed"):
+            await dispatch(services.dispatcher.stop_requested, task_id)
+        return ok(views.TaskStopped(task_id, receipt.data["status"]), "任务已停止")
+
+    @put(
+        "/{task_id:str}/update",
+        operation_id="updateTask",
+        responses=documented(400, 404, 409, 413, 422, 503),
+    )
+    async def update_task(
+        self,
+        services: ServicesDep,
+        request: AnyRequest,
+        task_id: TaskId,
+        data: UpdateBody,
+        operator: Operator = "anonymous",
+    ) -> TaskUpdatedResponse:
+        """Merge new params into agent executions of the task: keys given replace, others stay.
+
+        Only while the task is pending or running (else 409). Old and new values
+        go to the task's history with the operator.
+        """
+        body = await strict_body(request, TaskUpdate)
+        check_task_update(body)
+        changes = [(c.agent_execution_id, c.params) for c in body.agent_configs]
+        receipt = await services.command(services.app.update_config, task_id, changes, operator)
+        await dispatch(services.dispatcher.update_requested, task_id)
+        return ok(views.TaskUpdated(receipt.data["updated_count"]), "配置已更新")

@@ -1,0 +1,177 @@
+"""Response shapes: the read tables' columns as msgspec Structs, built from query rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from deduction.adapters.http.envelope import Timestamp, rfc3339
+from deduction.domain.status import Status
+
+V = TypeVar("V", bound=msgspec.Struct)
+
+
+class TaskCreated(msgspec.Struct):
+    task_id: int
+    status: Status
+    create_time: Timestamp
+
+
+class TaskStopped(msgspec.Struct):
+    task_id: int
+    status: Status
+
+
+class TaskUpdated(msgspec.Struct):
+    updated_count: int
+
+
+class AgentExecution(msgspec.Struct):
+    """One agent of a task (a row of agent_execution)."""
+
+    id: int
+    deduction_task_id: int
+    seq: int
+    agent_meta_id: int
+    agent_name: str
+    agent_load: str
+    side: str
+    params: dict[str, Any]
+    status: Status
+    engine_agent_id: str | None
+    progress: int
+    start_time: Timestamp | None
+    end_time: Timestamp | None
+    result: dict[str, Any] | None
+    error_message: str | None
+    retry_count: int
+    max_retry: int
+    create_at: Timestamp
+    update_at: Timestamp
+
+
+class Task(msgspec.Struct):
+    """A task (a row of deduction_task, without bookkeeping columns)."""
+
+    id: int
+    name: str
+    description: str | None
+    status: Status
+    scheme_id: int
+    env_instance_id: int
+    engine_task_id: str | None
+    engine_url: str | None
+    scheme_snapshot: dict[str, Any]
+    start_time: Timestamp | None
+    end_time: Timestamp | None
+    total_agents: int
+    completed_agents: int
+    failed_agents: int
+    error_message: str | None
+    create_at: Timestamp
+    update_at: Timestamp
+    created_by: str | None
+    stop_requested: bool
+    engine_unreachable_since: Timestamp | None
+    engine_error: str | None
+
+
+class TaskDetail(Task):
+    agent_executions: list[AgentExecution] = msgspec.field(default_factory=list)
+
+
+class TaskPage(msgspec.Struct):
+    total: int
+    page: int
+    size: int
+    items: list[Task]
+
+
+class LogLine(msgspec.Struct):
+    id: int
+    agent_execution_id: int
+    timestamp: Timestamp
+    level: str
+    message: str
+    source: str | None
+    extra_data: Any
+    create_at: Timestamp
+
+
+class LogPage(msgspec.Struct):
+    total: int
+    """Lines matching the filters (level, times), whatever the cursor."""
+    logs: list[LogLine]
+    next_cursor: int | None
+    """Pass as `after_id` for the next page; null when this page is the last."""
+
+
+class HistoryEntry(msgspec.Struct):
+    id: int
+    deduction_task_id: int
+    agent_execution_id: int | None
+    change_type: str
+    change_description: str | None
+    old_value: dict[str, Any] | None
+    new_value: dict[str, Any] | None
+    change_time: Timestamp
+    operator: str | None
+    create_at: Timestamp
+
+
+class AgentMeta(msgspec.Struct):
+    id: int
+    name: str
+    load: str
+    description: str | None
+    create_at: Timestamp
+
+
+class Scheme(msgspec.Struct):
+    id: int
+    name: str
+    config: dict[str, Any]
+    create_at: Timestamp
+
+
+class EnvInstance(msgspec.Struct):
+    id: int
+    name: str
+    config: dict[str, Any]
+    create_at: Timestamp
+
+
+class AgentMetaPage(msgspec.Struct):
+    total: int
+    page: int
+    size: int
+    items: list[AgentMeta]
+
+
+class SchemePage(msgspec.Struct):
+    total: int
+    page: int
+    size: int
+    items: list[Scheme]
+
+
+class EnvInstancePage(msgspec.Struct):
+    total: int
+    page: int
+    size: int
+    items: list[EnvInstance]
+
+
+def columns(view: type[msgspec.Struct], exclude: tuple[str, ...] = ()) -> list[str]:
+    return [f for f in view.__struct_fields__ if f not in exclude]
+
+
+def _wire(value: Any) -> Any:
+    return rfc3339(value) if isinstance(value, datetime) else value
+
+
+def from_row(view: type[V], row: dict[str, Any], **extra: Any) -> V:
+    """Build a response Struct from a query row; times become RFC 3339 strings."""
+    return view(**{f: _wire(row[f]) for f in view.__struct_fields__ if f in row}, **extra)
