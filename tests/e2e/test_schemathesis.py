@@ -140,3 +140,12 @@ def test_generated_requests_get_no_server_error_and_conforming_answers(
     """Every operation answers generated (valid and invalid) requests without a 5xx,
     with a documented status and a body matching its documented schema."""
     case.call_and_validate(base_url=live_api.base)
+
+
+def test_the_schema_has_browsable_pages(live_api: LiveServer) -> None:
+    """Swagger UI, Stoplight Elements and Scalar pages are served under /schema."""
+    for page in ("swagger", "elements", "scalar"):
+        answer = requests.get(f"{live_api.base}/schema/{page}", timeout=10)
+        assert answer.status_code == 200, page
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "Deduction API" in answer.text

@@ -9,7 +9,12 @@ from typing import Any
 import psycopg
 import structlog
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import (
+    HTTPException,
+    MethodNotAllowedException,
+    NotFoundException,
+    ValidationException,
+)
 from litestar.openapi.datastructures import ResponseSpec
 from psycopg_pool import PoolTimeout
 
@@ -99,6 +104,9 @@ def on_http(request: AnyRequest, exc: HTTPException) -> Response[ErrorEnvelope]:
         message = f"request body is larger than the limit of {limit} bytes"
     elif isinstance(exc, NotFoundException) and exc.detail == HTTPStatus.NOT_FOUND.phrase:
         message = f"no endpoint at {request.method} {request.url.path}"
+    elif isinstance(exc, MethodNotAllowedException):
+        allowed = (exc.headers or {}).get("allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
     elif code == 400 and ("JSON" in exc.detail or "truncated" in exc.detail):
         message = f"request body is not valid JSON: {exc.detail}"
     else:

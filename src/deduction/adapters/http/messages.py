@@ -26,6 +26,8 @@ PATTERNS: dict[str, str] = {
     OPERATOR: "must be 1 to 64 printable ASCII characters",
 }
 HEADERS = {"operator": "X-Operator"}
+WHOLE_RULES = {"X-Operator": "must be 1 to 64 printable ASCII characters"}
+"""Fields whose constraints are best said in one sentence, whichever one failed."""
 _TYPES = {
     "int": "an integer",
     "str": "a string",
@@ -66,6 +68,8 @@ def plain(field: str, raw: str) -> tuple[str, str]:
     if m := re.fullmatch(r"Object missing required field `(.+)`", raw):
         name = _join(field, m[1])
         return name, f"{name} is required"
+    if field in WHOLE_RULES and not raw.startswith("Expected `str`, got"):
+        return field, f"{field} {WHOLE_RULES[field]}"
     return field, f"{field or 'request body'} {_constraint(field, raw)}"
 
 
