@@ -50,7 +50,7 @@ async def test_reapplying_a_page_changes_nothing(app: DeductionApp, db_url: str)
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
         before = await snapshot(conn)
         for projection in all_projections():
-            assert await run_page(conn, projection, 1000) == 0
+            assert (await run_page(conn, projection, 1000)).applied == 0
         assert await snapshot(conn) == before
         assert len(before["agent_execution_log"]) == 3 * 107
 
@@ -76,7 +76,7 @@ async def test_a_crash_mid_page_applies_nothing_and_the_retry_applies_once(
         assert (await positions(conn))["logs"] == 0
         cur = await conn.execute("SELECT count(*) FROM agent_execution_log")
         assert (await cur.fetchone())[0] == 0
-        assert await run_page(conn, LogProjection(), 1000) == 3
+        assert (await run_page(conn, LogProjection(), 1000)).applied == 3
         cur = await conn.execute("SELECT count(*), count(DISTINCT id) FROM agent_execution_log")
         assert await cur.fetchone() == (107, 107)
 

@@ -62,26 +62,28 @@ async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[P
             )
 
 
-async def run_page(conn: AsyncConnection[Any], projection: Projection, page_size: int) -> int:
+@dataclass(frozen=True)
+class Page:
+    applied: int  # events applied by this call
+    position: int  # the projection's position afterwards
+
+
+async def run_page(conn: AsyncConnection[Any], projection: Projection, page_size: int) -> Page:
     """Apply the next page of `projection`'s events and move its position, in one transaction.
 
-    Returns how many events were applied. The position row is locked first, so
-    two runners never apply the same page; a crash before COMMIT applies nothing.
+    The position row is locked first, so two runners never apply the same page;
+    a crash before COMMIT applies nothing.
     """
+    position, head = await _position_and_head(conn, projection.name, lock=False)
+    if head <= position:
+        return Page(0, position)  # nothing new: no transaction, one round trip
     topics = projection.topics()
     async with conn.transaction():
-        cur = await conn.execute(
-            "SELECT position FROM projection_tracking WHERE name = %s FOR UPDATE", [projection.name]
-        )
-        row = await cur.fetchone()
-        if row is None:
-            raise LookupError(f"projection {projection.name!r} has no tracking row")
-        position = row[0]
         # Inserts are serialised by the event store's table lock, so every id up to the
         # visible maximum is committed: a position may safely jump to it.
-        head = await head_position(conn)
+        position, head = await _position_and_head(conn, projection.name, lock=True)
         if head <= position:
-            return 0
+            return Page(0, position)
         cur = await conn.execute(
             f"SELECT notification_id, originator_id, originator_version, topic, state"  # noqa: S608
             f" FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s"
@@ -97,8 +99,24 @@ async def run_page(conn: AsyncConnection[Any], projection: Projection, page_size
         await conn.execute(
             "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
             [new_position, projection.name],
+            prepare=True,
         )
-        return len(events)
+        return Page(len(events), new_position)
+
+
+async def _position_and_head(
+    conn: AsyncConnection[Any], name: str, *, lock: bool
+) -> tuple[int, int]:
+    cur = await conn.execute(
+        f"SELECT position, (SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE})"  # noqa: S608
+        f" FROM projection_tracking WHERE name = %s{' FOR UPDATE' if lock else ''}",
+        [name],
+        prepare=True,
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LookupError(f"projection {name!r} has no tracking row")
+    return int(row[0]), int(row[1])
 
 
 def _event_row(r: tuple[Any, ...], topics: dict[str, str]) -> EventRow:
@@ -146,7 +164,7 @@ class ProjectionRunner:
         self.projections = list(projections or all_projections())
         self._page_size = page_size
         self._idle_recheck = idle_recheck
-        self._wake = asyncio.Event()
+        self._wakes: dict[str, asyncio.Event] = {}
         self._progress = asyncio.Condition()
         self.positions: dict[str, int] = {}
         self.last_error: str | None = None
@@ -158,62 +176,69 @@ class ProjectionRunner:
 
     def kick(self) -> None:
         """Something was just saved: look for new events now."""
-        self._wake.set()
+        for wake in self._wakes.values():
+            wake.set()
 
     async def catch_up(self, conn: AsyncConnection[Any]) -> int:
-        applied_total = 0
+        """Apply every pending page of every projection over one connection."""
+        applied = 0
+        for p in self.projections:
+            applied += await self._catch_up_one(conn, p)
+        return applied
+
+    async def _catch_up_one(self, conn: AsyncConnection[Any], projection: Projection) -> int:
+        applied = 0
         while True:
-            moved = False
-            for p in self.projections:
-                before = self.positions.get(p.name, 0)
-                applied_total += await run_page(conn, p, self._page_size)
-                cur = await conn.execute(
-                    "SELECT position FROM projection_tracking WHERE name = %s", [p.name]
-                )
-                after = (await cur.fetchone())[0]
-                self.positions[p.name] = after
-                moved = moved or after > before
-            async with self._progress:
-                self._progress.notify_all()
-            if not moved:
-                return applied_total
+            page = await run_page(conn, projection, self._page_size)
+            applied += page.applied
+            moved = page.position > self.positions.get(projection.name, 0)
+            self.positions[projection.name] = page.position
+            if moved:
+                async with self._progress:
+                    self._progress.notify_all()
+            if page.applied == 0:
+                return applied
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Catch up, then wait for NOTIFY (or a kick) and catch up again, until `stop`."""
+        """Follow the event store until `stop`: one task and connection per projection,
+        so a command waits for the slowest projection, not for the sum of them."""
+        self._wakes = {p.name: asyncio.Event() for p in self.projections}
+        listener = asyncio.create_task(self._listen(stop))
+        try:
+            await asyncio.gather(*(self._follow(p, stop) for p in self.projections))
+        finally:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+
+    async def _follow(self, projection: Projection, stop: asyncio.Event) -> None:
+        wake = self._wakes[projection.name]
         while not stop.is_set():
             try:
                 async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
-                    async with await AsyncConnection.connect(self._url, autocommit=True) as lconn:
-                        await lconn.execute(f"LISTEN {CHANNEL}")
-                        listener = asyncio.create_task(self._listen(lconn))
-                        try:
-                            await self._loop(conn, stop)
-                        finally:
-                            listener.cancel()
-                            with contextlib.suppress(asyncio.CancelledError, Exception):
-                                await listener
+                    while not stop.is_set():
+                        wake.clear()
+                        await self._catch_up_one(conn, projection)
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(wake.wait(), self._idle_recheck)
                 self.last_error = None
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 self.last_error = str(e)
-                log.warning("projections.connection_lost", error=str(e))
+                log.warning("projections.connection_lost", projection=projection.name, error=str(e))
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
-    async def _loop(self, conn: AsyncConnection[Any], stop: asyncio.Event) -> None:
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Wake every projection on the event store's NOTIFY."""
         while not stop.is_set():
-            self._wake.clear()
-            await self.catch_up(conn)
-            waiter = asyncio.create_task(self._wake.wait())
-            stopper = asyncio.create_task(stop.wait())
-            await asyncio.wait(
-                {waiter, stopper}, timeout=self._idle_recheck, return_when=asyncio.FIRST_COMPLETED
-            )
-            waiter.cancel()
-            stopper.cancel()
-
-    async def _listen(self, conn: AsyncConnection[Any]) -> None:
-        async for _ in conn.notifies():
-            self._wake.set()
+            try:
+                async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    async for _ in conn.notifies():
+                        self.kick()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                log.warning("projections.listen_lost", error=str(e))
+                await asyncio.sleep(1.0)
 
     def reached(self, position: int) -> bool:
         return bool(self.positions) and all(
@@ -281,11 +306,11 @@ async def _rebuild_one(
             )
         head = await head_position(conn)
         while True:
-            applied += await run_page(conn, projection, page_size)
-            position = (await positions(conn))[projection.name]
+            page = await run_page(conn, projection, page_size)
+            applied += page.applied
             if on_progress:
-                on_progress(projection.name, position, head)
-            if position >= head:
+                on_progress(projection.name, page.position, head)
+            if page.position >= head:
                 break
         for _, definition in indexes:
             await conn.execute(definition)
