@@ -1,8 +1,10 @@
-"""Protocols the application needs from outside."""
+"""Protocols the application needs from outside: the worker dispatcher and the Engine."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
+
+import msgspec
 
 
 class Dispatcher(Protocol):
@@ -26,3 +28,132 @@ class NoDispatcher:
 
     async def update_requested(self, task_id: int) -> None:
         return None
+
+
+# -- the Engine ------------------------------------------------------------------------------
+
+ENGINE_STATUSES = frozenset({"pending", "running", "completed", "failed", "stopped"})
+_STATUS_ALIASES = {
+    "queued": "pending", "waiting": "pending", "created": "pending", "scheduled": "pending",
+    "started": "running", "in_progress": "running", "active": "running",
+    "success": "completed", "succeeded": "completed", "done": "completed", "finished": "completed",
+    "error": "failed", "errored": "failed", "crashed": "failed",
+    "cancelled": "stopped", "canceled": "stopped", "killed": "stopped", "aborted": "stopped",
+}  # fmt: skip
+MAX_ENGINE_ID = 128  # the read tables' engine id columns are varchar(128)
+
+
+def engine_status(raw: str) -> str:
+    """The Engine's status word mapped onto ours; anything unknown counts as still running."""
+    word = raw.strip().lower()
+    return word if word in ENGINE_STATUSES else _STATUS_ALIASES.get(word, "running")
+
+
+def _engine_id(value: str | int, what: str) -> str:
+    text = str(value)
+    if not 0 < len(text) <= MAX_ENGINE_ID:
+        raise ValueError(f"{what} must have 1..{MAX_ENGINE_ID} characters")
+    return text
+
+
+class EngineAgent(msgspec.Struct):
+    """One agent in a status report: the 4.1 fields, then optional extras."""
+
+    engine_agent_id: str | int
+    status: str
+    progress: int | float = 0
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    ref: str | int | None = None  # extra: our execution id, echoed back
+
+    def __post_init__(self) -> None:
+        self.engine_agent_id = _engine_id(self.engine_agent_id, "engine_agent_id")
+        self.status = engine_status(self.status)
+        self.progress = max(0, min(100, int(self.progress)))
+        if self.error is not None:
+            self.error = self.error[:2000]
+
+
+class EngineTaskStatus(msgspec.Struct):
+    """GET /engine/task/{id}/status: agents in the order they were submitted."""
+
+    status: str
+    agents: list[EngineAgent] = []
+
+    def __post_init__(self) -> None:
+        self.status = engine_status(self.status)
+
+
+class EngineLogLine(msgspec.Struct):
+    """One entry of GET /engine/agent/{id}/logs; `seq` is an optional per-agent sequence."""
+
+    timestamp: str | int | float
+    level: str | None = "INFO"
+    message: Any = ""
+    source: Any = None
+    extra: Any = None
+    seq: int | None = None
+
+
+class EngineSubmitted(msgspec.Struct):
+    engine_task_id: str | int
+
+    def __post_init__(self) -> None:
+        self.engine_task_id = _engine_id(self.engine_task_id, "engine_task_id")
+
+
+class EngineLogs(msgspec.Struct):
+    logs: list[EngineLogLine]
+
+
+class EngineError(Exception):
+    """An Engine call did not succeed."""
+
+
+class EngineUnavailableError(EngineError):
+    """The Engine did not answer usably (connection, timeout, 5xx, open circuit).
+
+    `since` is when the current run of failures began (ISO 8601, UTC).
+    """
+
+    def __init__(self, message: str, since: str) -> None:
+        super().__init__(message)
+        self.since = since
+
+
+class EngineRejectedError(EngineError):
+    """The Engine answered 4xx: retrying the same request cannot help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"the Engine answered {status}: {message}")
+        self.status, self.detail = status, message
+
+
+class EngineProtocolError(EngineUnavailableError):
+    """The Engine answered 2xx with a body that breaks the contract (malformed, too large)."""
+
+
+class RestartUnsupportedError(EngineRejectedError):
+    """The Engine has no restart operation (404/405)."""
+
+
+class Engine(Protocol):
+    """The five operations of the plan's Engine API (4.1), plus an optional agent restart."""
+
+    async def submit(self, payload: dict[str, Any], idempotency_key: str) -> str: ...
+
+    async def task_status(self, engine_task_id: str) -> EngineTaskStatus: ...
+
+    async def agent_logs(
+        self, engine_agent_id: str, since: str | None, limit: int | None = None
+    ) -> list[EngineLogLine]: ...
+
+    async def update(self, engine_task_id: str, payload: dict[str, Any]) -> None: ...
+
+    async def stop(self, engine_task_id: str) -> None: ...
+
+    async def restart_agent(self, engine_agent_id: str) -> None: ...
+
+    def circuit_open(self) -> bool:
+        """True while calls are refused without reaching the Engine."""
+        ...

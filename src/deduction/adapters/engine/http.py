@@ -1,0 +1,214 @@
+"""HttpEngine: the aiohttp adapter of the Engine port (the plan's API 4.1, untrusted)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+import msgspec
+import structlog
+
+from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy, utc_now_iso
+from deduction.ports import (
+    EngineLogLine,
+    EngineLogs,
+    EngineProtocolError,
+    EngineRejectedError,
+    EngineSubmitted,
+    EngineTaskStatus,
+    EngineUnavailableError,
+    RestartUnsupportedError,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+_RETRYABLE_STATUS = frozenset({408, 425, 429})
+_error_body = msgspec.json.Decoder()
+
+
+class HttpEngine:
+    """Calls the Engine over HTTP; every operation is bounded by `timeout` seconds in total.
+
+    Only idempotent operations are retried (status, logs, update, stop, and submit, which
+    carries the idempotency key); restart is not. A shared circuit breaker refuses calls
+    while the Engine keeps failing.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        timeout: float,
+        *,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        breaker: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        self._session, self._base_url, self._timeout = session, base_url.rstrip("/"), timeout
+        self._max_bytes = max_response_bytes
+        self.breaker = breaker or CircuitBreaker()
+        self._retry = retry or RetryPolicy()
+        self._encoder = msgspec.json.Encoder()
+        self._submitted = msgspec.json.Decoder(EngineSubmitted)
+        self._status = msgspec.json.Decoder(EngineTaskStatus)
+        self._logs = msgspec.json.Decoder(EngineLogs)
+        self.restart_supported: bool | None = None
+        self.last_failure = "none"
+
+    # -- the port ----------------------------------------------------------------------------
+
+    async def submit(self, payload: dict[str, Any], idempotency_key: str) -> str:
+        body = {**payload, "idempotency_key": idempotency_key}
+        raw = await self._call(
+            "POST", "/engine/task/submit", body=body, headers={"Idempotency-Key": idempotency_key}
+        )
+        return str(self._decode(self._submitted, raw, "submit").engine_task_id)
+
+    async def task_status(self, engine_task_id: str) -> EngineTaskStatus:
+        raw = await self._call("GET", f"/engine/task/{_seg(engine_task_id)}/status")
+        return self._decode(self._status, raw, "status")
+
+    async def agent_logs(
+        self, engine_agent_id: str, since: str | None, limit: int | None = None
+    ) -> list[EngineLogLine]:
+        params = {k: str(v) for k, v in (("since", since), ("limit", limit)) if v is not None}
+        raw = await self._call("GET", f"/engine/agent/{_seg(engine_agent_id)}/logs", params=params)
+        return self._decode(self._logs, raw, "logs").logs
+
+    async def update(self, engine_task_id: str, payload: dict[str, Any]) -> None:
+        await self._call("PUT", f"/engine/task/{_seg(engine_task_id)}/update", body=payload)
+
+    async def stop(self, engine_task_id: str) -> None:
+        await self._call("POST", f"/engine/task/{_seg(engine_task_id)}/stop")
+
+    async def restart_agent(self, engine_agent_id: str) -> None:
+        """Not part of 4.1: a 404/405 means this Engine cannot restart agents."""
+        try:
+            await self._call("POST", f"/engine/agent/{_seg(engine_agent_id)}/restart", retry=False)
+        except EngineRejectedError as e:
+            if e.status in (404, 405):
+                self.restart_supported = False
+                raise RestartUnsupportedError(e.status, e.detail) from None
+            raise
+        self.restart_supported = True
+
+    def circuit_open(self) -> bool:
+        return self.breaker.is_open()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes, what: str) -> T:
+        try:
+            return decoder.decode(raw)
+        except msgspec.DecodeError as e:  # ValidationError is a DecodeError
+            raise EngineProtocolError(
+                f"malformed {what} response from the Engine: {e}", utc_now_iso()
+            ) from None
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        retry: bool = True,
+    ) -> bytes:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout
+        data = None if body is None else self._encoder.encode(body)
+        attempt = 0
+        while True:
+            if not self.breaker.allow():
+                raise EngineUnavailableError(
+                    f"{method} {path}: not called, {self.breaker.failures} consecutive failures"
+                    f" opened the circuit (last: {self.last_failure})",
+                    self.breaker.failing_since or utc_now_iso(),
+                )
+            try:
+                status, raw = await self._once(
+                    method, path, data, params, headers, max(0.001, deadline - loop.time())
+                )
+            except asyncio.CancelledError:
+                self.breaker.abandon()  # a cancelled probe must not keep the circuit shut
+                raise
+            except EngineProtocolError:
+                self.breaker.record_success()  # it answered: the Engine is up, the body is bad
+                raise
+            except (aiohttp.ClientError, TimeoutError, OSError) as e:
+                failure = f"{method} {path}: {type(e).__name__}: {e}".rstrip(": ")
+            else:
+                if status < 400:
+                    self.breaker.record_success()
+                    return raw
+                if status < 500 and status not in _RETRYABLE_STATUS:
+                    self.breaker.record_success()
+                    raise EngineRejectedError(status, _message(raw))
+                failure = f"{method} {path}: the Engine answered {status}: {_message(raw)}"
+            self.breaker.record_failure()
+            self.last_failure = failure
+            attempt += 1
+            delay = self._retry.delay(attempt - 1)
+            if not retry or attempt >= self._retry.attempts or loop.time() + delay >= deadline:
+                log.debug("engine.call_failed", call=f"{method} {path}", attempts=attempt)
+                raise EngineUnavailableError(failure, self.breaker.failing_since or utc_now_iso())
+            await asyncio.sleep(delay)
+
+    async def _once(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        params: dict[str, str] | None,
+        headers: dict[str, str] | None,
+        timeout: float,
+    ) -> tuple[int, bytes]:
+        hdrs = {"Accept": "application/json", **(headers or {})}
+        if data is not None:
+            hdrs["Content-Type"] = "application/json"
+        async with self._session.request(
+            method,
+            self._base_url + path,
+            data=data,
+            params=params,
+            headers=hdrs,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=False,
+        ) as r:
+            if r.content_length is not None and r.content_length > self._max_bytes:
+                raise self._too_large(method, path)
+            chunks, size = [], 0
+            async for chunk in r.content.iter_chunked(65536):
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise self._too_large(method, path)
+                chunks.append(chunk)
+            return r.status, b"".join(chunks)
+
+    def _too_large(self, method: str, path: str) -> EngineProtocolError:
+        return EngineProtocolError(
+            f"{method} {path}: the Engine's response exceeds {self._max_bytes} bytes",
+            utc_now_iso(),
+        )
+
+
+def _seg(engine_id: str) -> str:
+    """An Engine id as one URL path segment (the ids are untrusted input)."""
+    return quote(engine_id, safe="")
+
+
+def _message(raw: bytes) -> str:
+    """The human message of an error body: JSON message/error/detail, else the text."""
+    try:
+        body = _error_body.decode(raw)
+    except msgspec.DecodeError:
+        return raw[:300].decode("utf-8", "replace").strip() or "(empty body)"
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            if isinstance(body.get(key), str):
+                return body[key][:500]
+    return str(body)[:300]

@@ -1,0 +1,270 @@
+"""The reference Engine (`deduction engine`): the plan's API 4.1 over aiohttp.web, with fault knobs.
+
+Routes under /engine are the contract (section 4.1, plus an optional agent restart);
+/admin lets tests and benchmarks change the knobs and read what the Engine emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from deduction.adapters.engine.simulation import RESOLUTION_US, Knobs, Simulation
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_json = msgspec.json.Encoder()
+_any = msgspec.json.Decoder()
+MAX_SUBMIT_BYTES = 4 * 1024 * 1024
+
+
+class ReferenceEngine:
+    """The Engine's state, counters and fault dice."""
+
+    def __init__(self, knobs: Knobs | None = None) -> None:
+        self.knobs = knobs or Knobs()
+        self.sim = Simulation(self.knobs)
+        self.faults = random.Random(f"faults:{self.knobs.seed}")
+        self.stats: Counter[str] = Counter()
+        self.active = 0  # Engine calls being answered right now
+        self.in_flight: Counter[str] = Counter()
+        self.max_in_flight: Counter[str] = Counter()  # per engine task: concurrent status calls
+
+    def set_knobs(self, changes: dict[str, Any]) -> Knobs:
+        merged = msgspec.convert({**msgspec.structs.asdict(self.knobs), **changes}, Knobs)
+        if merged.ts_resolution not in RESOLUTION_US:
+            raise ValueError(f"ts_resolution must be one of {sorted(RESOLUTION_US)}")
+        for name in msgspec.structs.asdict(merged):
+            setattr(self.knobs, name, getattr(merged, name))  # agents share this object
+        return self.knobs
+
+
+def _reply(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_json.encode(data), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _reply({"message": message}, status)
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return _any.decode(raw) if raw else {}
+    except msgspec.DecodeError as e:
+        raise web.HTTPBadRequest(body=_json.encode({"message": f"invalid JSON: {e}"}),
+                                 content_type="application/json") from None  # fmt: skip
+
+
+def _engine(request: web.Request) -> ReferenceEngine:
+    return request.app[ENGINE_KEY]
+
+
+@web.middleware
+async def faults(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Latency, dropped connections and 503s for the /engine routes, as the knobs say."""
+    if not request.path.startswith("/engine/"):
+        return await handler(request)
+    engine = _engine(request)
+    k = engine.knobs
+    engine.stats["requests"] += 1
+    # Concurrent status calls per task, over the whole request: two pollers of one task show up.
+    task_id = request.match_info.get("task_id") if request.path.endswith("/status") else None
+    engine.active += 1
+    if task_id is not None:
+        engine.in_flight[task_id] += 1
+        engine.max_in_flight[task_id] = max(engine.max_in_flight[task_id],
+                                            engine.in_flight[task_id])  # fmt: skip
+    try:
+        if k.latency > 0:
+            await asyncio.sleep(k.latency)
+        if k.drop_rate > 0 and engine.faults.random() < k.drop_rate:
+            engine.stats["dropped"] += 1
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # the handler never answers
+        if k.error_rate > 0 and engine.faults.random() < k.error_rate:
+            engine.stats["errors"] += 1
+            return _error(503, "injected failure")
+        return await handler(request)
+    finally:
+        engine.active -= 1
+        if task_id is not None:
+            engine.in_flight[task_id] -= 1
+
+
+async def submit(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    if (request.content_length or 0) > MAX_SUBMIT_BYTES:
+        return _error(413, "submission too large")
+    body = await _body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("agents"), list) or not body["agents"]:
+        return _error(400, "a submission needs a non-empty list of agents")
+    if not all(isinstance(a, dict) for a in body["agents"]) or len(body["agents"]) > 1000:
+        return _error(400, "agents must be objects (at most 1000)")
+    if engine.knobs.reject_submissions:
+        return _error(422, engine.knobs.reject_submissions)
+    key = request.headers.get("Idempotency-Key") or body.get("idempotency_key")
+    engine.stats["submits"] += 1
+    engine_task_id, created = engine.sim.submit(body, str(key) if key else None)
+    engine.stats["runs" if created else "replays"] += 1
+    return _reply({"engine_task_id": engine_task_id}, 201 if created else 200)
+
+
+async def task_status(request: web.Request) -> web.Response:
+    engine, task_id = _engine(request), request.match_info["task_id"]
+    if task_id not in engine.sim.tasks:
+        return _error(404, f"unknown task {task_id}")
+    engine.stats["status"] += 1
+    return _reply(engine.sim.task_status(task_id))
+
+
+async def agent_logs(request: web.Request) -> web.Response:
+    engine, agent_id = _engine(request), request.match_info["agent_id"]
+    if agent_id not in engine.sim.agents:
+        return _error(404, f"unknown agent {agent_id}")
+    since = request.query.get("since")
+    try:
+        limit = int(request.query["limit"]) if "limit" in request.query else None
+        lines = engine.sim.logs(agent_id, since, limit)
+    except ValueError as e:
+        return _error(400, f"bad since/limit: {e}")
+    engine.stats["logs"] += 1
+    return _reply({"logs": lines})
+
+
+async def update(request: web.Request) -> web.Response:
+    engine, task_id = _engine(request), request.match_info["task_id"]
+    task = engine.sim.tasks.get(task_id)
+    if task is None:
+        return _error(404, f"unknown task {task_id}")
+    body = await _body(request)
+    changes = body.get("agents") if isinstance(body, dict) else None
+    if not isinstance(changes, list):
+        return _error(400, "an update needs a list of agents")
+    now = engine.sim.clock()
+    if task.status(now) not in ("pending", "running"):
+        return _error(409, f"task {task_id} has ended")
+    mine = {a.id: a for a in task.agents}
+    for change in changes:
+        agent = mine.get(change.get("engine_agent_id")) if isinstance(change, dict) else None
+        if agent is None or not isinstance(change.get("params"), dict):
+            return _error(400, f"not an agent of task {task_id} with params: {change!r:.200}")
+    for change in changes:
+        agent = mine[change["engine_agent_id"]]
+        agent.params = dict(change["params"])
+        if agent.status(now)[0] in ("pending", "running"):
+            agent.note(now, f"{agent.name} params updated: {_json.encode(agent.params).decode()}")
+    engine.stats["updates"] += 1
+    return _reply({"updated": len(changes)})
+
+
+async def stop(request: web.Request) -> web.Response:
+    engine, task_id = _engine(request), request.match_info["task_id"]
+    task = engine.sim.tasks.get(task_id)
+    if task is None:
+        return _error(404, f"unknown task {task_id}")
+    now = engine.sim.clock()
+    for agent in task.agents:
+        agent.stop(now)
+    engine.stats["stops"] += 1
+    return _reply({"status": task.status(now)})
+
+
+async def restart(request: web.Request) -> web.Response:
+    engine, agent_id = _engine(request), request.match_info["agent_id"]
+    if not engine.knobs.restart:
+        return _error(404, "this Engine cannot restart agents")
+    agent = engine.sim.agents.get(agent_id)
+    if agent is None:
+        return _error(404, f"unknown agent {agent_id}")
+    now = engine.sim.clock()
+    if agent.status(now)[0] != "failed":
+        return _error(409, f"agent {agent_id} has not failed")
+    agent.restart(now)
+    engine.stats["restarts"] += 1
+    return _reply({"engine_agent_id": agent_id, "attempt": agent.attempt})
+
+
+# -- admin -----------------------------------------------------------------------------------
+
+
+async def get_knobs(request: web.Request) -> web.Response:
+    return _reply(_engine(request).knobs)
+
+
+async def set_knobs(request: web.Request) -> web.Response:
+    body = await _body(request)
+    try:
+        knobs = _engine(request).set_knobs(body if isinstance(body, dict) else {})
+    except (msgspec.ValidationError, ValueError) as e:
+        return _error(400, str(e))
+    return _reply(knobs)
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    engine = _engine(request)
+    return _reply({**engine.stats, "tasks": len(engine.sim.tasks),
+                   "max_concurrent_status": max(engine.max_in_flight.values(), default=0)})  # fmt: skip
+
+
+async def emitted(request: web.Request) -> web.Response:
+    """Every line each agent of a task emitted so far (no faults, no `since`)."""
+    engine, task_id = _engine(request), request.match_info["task_id"]
+    task = engine.sim.tasks.get(task_id)
+    if task is None:
+        return _error(404, f"unknown task {task_id}")
+    now = engine.sim.clock()
+    agents = []
+    for agent in task.agents:
+        agent.advance(now)
+        agents.append({"engine_agent_id": agent.id, "ref": agent.ref, "attempt": agent.attempt,
+                       "status": agent.status(now)[0], "params": agent.params,
+                       "lines": [engine.sim.render(line) for line in agent.lines]})  # fmt: skip
+    return _reply({"engine_task_id": task_id, "agents": agents,
+                   "max_concurrent_status": engine.max_in_flight[task_id]})  # fmt: skip
+
+
+ENGINE_KEY = web.AppKey("engine", ReferenceEngine)
+
+
+def make_app(engine: ReferenceEngine) -> web.Application:
+    app = web.Application(middlewares=[faults], client_max_size=MAX_SUBMIT_BYTES)
+    app[ENGINE_KEY] = engine
+    app.router.add_post("/engine/task/submit", submit)
+    app.router.add_get("/engine/task/{task_id}/status", task_status)
+    app.router.add_get("/engine/agent/{agent_id}/logs", agent_logs)
+    app.router.add_put("/engine/task/{task_id}/update", update)
+    app.router.add_post("/engine/task/{task_id}/stop", stop)
+    app.router.add_post("/engine/agent/{agent_id}/restart", restart)
+    app.router.add_get("/admin/knobs", get_knobs)
+    app.router.add_put("/admin/knobs", set_knobs)
+    app.router.add_get("/admin/stats", get_stats)
+    app.router.add_get("/admin/tasks/{task_id}", emitted)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve_reference_engine(
+    engine: ReferenceEngine, host: str = "127.0.0.1", port: int = 8080
+) -> AsyncIterator[web.AppRunner]:
+    """Serve `engine` until the block exits."""
+    runner = web.AppRunner(make_app(engine), access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    try:
+        yield runner
+    finally:
+        await runner.cleanup()
+
+
+async def run_reference_engine(knobs: Knobs, host: str, port: int) -> None:
+    """`deduction engine`: serve until cancelled."""
+    async with serve_reference_engine(ReferenceEngine(knobs), host, port):
+        await asyncio.Event().wait()

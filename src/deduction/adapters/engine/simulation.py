@@ -1,0 +1,268 @@
+"""The reference Engine's model: agents simulated lazily from elapsed time, deterministic by seed.
+
+Nothing runs on a timer: every request first advances the agents it touches up to "now",
+emitting the log lines that fell due since the last request. So 1,000 tasks of 10 agents
+cost nothing while nobody asks about them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+import msgspec
+
+RESOLUTION_US = {"us": 1, "ms": 1_000, "s": 1_000_000}
+_SOURCES = ["network_module", "planner", "sensor", "executor", None]
+_ERRORS = [
+    "target refused the connection",
+    "agent crashed: out of memory",
+    "timed out waiting for the environment",
+    "lost contact with the simulation host",
+]
+_MESSAGES = {
+    "DEBUG": ["tick {n}: state checksum {h:08x}", "heartbeat {n}", "queue depth {k}"],
+    "INFO": ["step {n}: moved to sector {k}", "step {n}: scanning {k} hosts",
+             "step {n}: objective {k} in sight", "step {n}: holding position"],
+    "WARNING": ["step {n}: packet loss {k}%", "step {n}: slow response from host {k}"],
+    "ERROR": ["step {n}: action {k} failed, retrying", "step {n}: host {k} unreachable"],
+    "CRITICAL": ["step {n}: integrity check failed on host {k}"],
+}  # fmt: skip
+
+
+class Knobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Behaviour and fault settings, changeable at run time through /admin/knobs."""
+
+    seed: int = 0
+    latency: float = 0.0  # seconds added to every Engine call
+    error_rate: float = 0.0  # share of Engine calls answered 503
+    drop_rate: float = 0.0  # share of Engine calls whose connection is dropped unanswered
+    since_inclusive: bool = False  # `since` returns lines at that instant too
+    ts_resolution: str = "ms"  # "us", "ms" or "s": coarser means more colliding timestamps
+    log_rate: float = 2.0  # lines per second per running agent
+    level_mix: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"DEBUG": 1, "INFO": 6, "WARNING": 2, "ERROR": 1, "CRITICAL": 0.2}
+    )
+    collide_rate: float = 0.2  # share of lines stamped with the previous line's timestamp
+    duplicate_rate: float = 0.05  # share of lines that repeat the previous line exactly
+    fail_rate: float = 0.1  # share of agent attempts that fail
+    duration_min: float = 20.0  # seconds an agent runs (uniform between min and max)
+    duration_max: float = 60.0
+    start_delay: float = 0.5  # at most this many seconds pending before running
+    extras: bool = False  # add optional fields: agent `ref`, log `seq`
+    restart: bool = True  # offer POST /engine/agent/{id}/restart
+    reject_submissions: str | None = None  # answer every submission 422 with this message
+
+
+def format_us(us: int, resolution: str) -> str:
+    dt = datetime.fromtimestamp(us / 1_000_000, timezone.utc).replace(tzinfo=None)
+    spec = {"us": "microseconds", "ms": "milliseconds", "s": "seconds"}[resolution]
+    return dt.isoformat(timespec=spec) + "Z"
+
+
+def parse_us(text: str) -> int:
+    dt = datetime.fromisoformat(text.strip())
+    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# A stored line: (timestamp µs, level, message, source, extra, seq, resolution)
+Line = tuple[int, str, str, str | None, dict[str, Any] | None, int, str]
+
+
+class SimAgent:
+    """One agent: its attempts, its params and every line it has emitted so far."""
+
+    def __init__(self, engine_agent_id: str, ref: Any, name: str, params: dict[str, Any],
+                 key: str, knobs: Knobs, now: float) -> None:  # fmt: skip
+        self.id, self.ref, self.name, self.params = engine_agent_id, ref, name, dict(params)
+        self._key, self.knobs = key, knobs
+        self.lines: list[Line] = []
+        self.attempt = 0
+        self.stopped_at: float | None = None
+        self._start_attempt(now)
+
+    def _start_attempt(self, now: float) -> None:
+        k = self.knobs
+        self.attempt += 1
+        self.rng = random.Random(f"{k.seed}:{self._key}:{self.attempt}")
+        self.running_at = now + self.rng.uniform(0, k.start_delay)
+        self.duration = max(0.01, self.rng.uniform(k.duration_min, k.duration_max))
+        self.fails = self.rng.random() < k.fail_rate
+        share = self.rng.uniform(0.3, 0.9) if self.fails else 1.0
+        self.ends_at = self.running_at + self.duration * share
+        self.error = self.rng.choice(_ERRORS) if self.fails else None
+        self.result = None if self.fails else {"score": self.rng.randint(50, 100),
+                                               "steps": self.rng.randint(10, 500)}  # fmt: skip
+        self._next = self.running_at
+        self._step = 0
+        self._closed = False
+
+    # -- time --------------------------------------------------------------------------------
+
+    def advance(self, now: float) -> None:
+        """Emit every line due up to `now` (and the closing line once the attempt ended)."""
+        if self._closed:
+            return
+        horizon = min(now, self.ends_at, self.stopped_at or now)
+        rate = self.knobs.log_rate
+        while rate > 0 and self._next <= horizon:
+            self._emit_step(self._next)
+            self._next += self.rng.expovariate(rate)
+        if self.stopped_at is not None and self.stopped_at < self.ends_at:
+            return  # the stop wrote its own line
+        if now >= self.ends_at:
+            self._closed = True
+            if self.fails:
+                self._emit(self.ends_at, "ERROR", f"{self.name} failed: {self.error}", "executor")
+            else:
+                self._emit(self.ends_at, "INFO", f"{self.name} completed: {self.result}", "executor")
+
+    def _emit_step(self, at: float) -> None:
+        k, rng = self.knobs, self.rng
+        if self.lines and rng.random() < k.duplicate_rate:
+            self.lines.append(self.lines[-1][:5] + (len(self.lines), self.lines[-1][6]))
+            return
+        self._step += 1
+        levels, weights = zip(*k.level_mix.items())
+        level = rng.choices(levels, weights)[0]
+        template = rng.choice(_MESSAGES.get(level, _MESSAGES["INFO"]))
+        message = template.format(n=self._step, k=rng.randint(1, 64), h=rng.getrandbits(32))
+        source = rng.choice(_SOURCES)
+        extra = {"step": self._step} if rng.random() < 0.3 else None
+        same_ts = self.lines and rng.random() < k.collide_rate
+        self._emit(at, level, message, source, extra, reuse_ts=bool(same_ts))
+
+    def _emit(self, at: float, level: str, message: str, source: str | None,
+              extra: dict[str, Any] | None = None, reuse_ts: bool = False) -> None:  # fmt: skip
+        res = self.knobs.ts_resolution
+        step = RESOLUTION_US[res]
+        us = int(at * 1_000_000) // step * step
+        if self.lines:
+            us = max(us, self.lines[-1][0])  # never behind a line already emitted
+            if reuse_ts:
+                us = self.lines[-1][0]
+        self.lines.append((us, level, message, source, extra, len(self.lines), res))
+
+    def note(self, now: float, message: str) -> None:
+        """An event line written now (update, stop, restart)."""
+        self.advance(now)
+        self._emit(now, "INFO", message, "engine")
+
+    # -- state -------------------------------------------------------------------------------
+
+    def status(self, now: float) -> tuple[str, int]:
+        if self.stopped_at is not None and self.stopped_at < self.ends_at:
+            return "stopped", self._progress(self.stopped_at)
+        if now < self.running_at:
+            return "pending", 0
+        if now < self.ends_at:
+            return "running", min(99, self._progress(now))
+        return ("failed", self._progress(self.ends_at)) if self.fails else ("completed", 100)
+
+    def _progress(self, at: float) -> int:
+        return max(0, min(100, int(100 * (at - self.running_at) / self.duration)))
+
+    def stop(self, now: float) -> None:
+        status, _ = self.status(now)
+        if status in ("pending", "running"):
+            self.note(now, f"{self.name} stopped on request")
+            self.stopped_at = now
+
+    def restart(self, now: float) -> None:
+        self.advance(now)
+        self._start_attempt(now)
+        self._emit(now, "INFO", f"{self.name} restarting (attempt {self.attempt})", "engine")
+
+    def logs_since(self, since_us: int | None, inclusive: bool, limit: int | None) -> list[Line]:
+        if since_us is None:
+            start = 0
+        elif inclusive:
+            start = bisect_left(self.lines, since_us, key=lambda line: line[0])
+        else:
+            start = bisect_right(self.lines, since_us, key=lambda line: line[0])
+        end = len(self.lines) if limit is None else min(len(self.lines), start + limit)
+        return self.lines[start:end]
+
+
+class SimTask:
+    def __init__(self, engine_task_id: str, key: str | None, agents: list[SimAgent]) -> None:
+        self.id, self.idempotency_key, self.agents = engine_task_id, key, agents
+
+    def status(self, now: float) -> str:
+        states = [a.status(now)[0] for a in self.agents]
+        if all(s == "pending" for s in states):
+            return "pending"
+        if any(s in ("pending", "running") for s in states):
+            return "running"
+        if any(s == "failed" for s in states):
+            return "failed"
+        return "stopped" if any(s == "stopped" for s in states) else "completed"
+
+
+class Simulation:
+    """Every task and agent the reference Engine knows."""
+
+    def __init__(self, knobs: Knobs, clock: Callable[[], float] = time.time) -> None:
+        self.knobs, self.clock = knobs, clock
+        self.tasks: dict[str, SimTask] = {}
+        self.agents: dict[str, SimAgent] = {}
+        self.by_key: dict[str, str] = {}
+
+    def submit(self, body: dict[str, Any], key: str | None) -> tuple[str, bool]:
+        """Create a run, or return the one already made for `key`; True when created."""
+        if key and key in self.by_key:
+            return self.by_key[key], False
+        n = len(self.tasks) + 1
+        engine_task_id = f"et-{self.knobs.seed}-{n:06d}"
+        now = self.clock()
+        agents = [
+            SimAgent(f"{engine_task_id}-a{i}", spec.get("ref"), str(spec.get("agent_name") or
+                     f"agent{i}"), spec.get("params") or {}, f"{n}:{i}", self.knobs, now)
+            for i, spec in enumerate(body["agents"])
+        ]  # fmt: skip
+        self.tasks[engine_task_id] = SimTask(engine_task_id, key, agents)
+        self.agents.update((a.id, a) for a in agents)
+        if key:
+            self.by_key[key] = engine_task_id
+        return engine_task_id, True
+
+    def task_status(self, engine_task_id: str) -> dict[str, Any]:
+        task, now = self.tasks[engine_task_id], self.clock()
+        agents = []
+        for agent in task.agents:
+            agent.advance(now)
+            status, progress = agent.status(now)
+            item: dict[str, Any] = {"engine_agent_id": agent.id, "status": status,
+                                    "progress": progress}  # fmt: skip
+            if status == "completed":
+                item["result"] = agent.result
+            elif status == "failed":
+                item["error"] = agent.error
+            if self.knobs.extras:
+                item["ref"] = agent.ref
+            agents.append(item)
+        return {"status": task.status(now), "agents": agents}
+
+    def logs(self, engine_agent_id: str, since: str | None, limit: int | None) -> list[dict[str, Any]]:
+        agent = self.agents[engine_agent_id]
+        agent.advance(self.clock())
+        since_us = None if since is None else parse_us(since)
+        return [self.render(line) for line in
+                agent.logs_since(since_us, self.knobs.since_inclusive, limit)]  # fmt: skip
+
+    def render(self, line: Line) -> dict[str, Any]:
+        us, level, message, source, extra, seq, res = line
+        out: dict[str, Any] = {"timestamp": format_us(us, res), "level": level, "message": message}
+        if source is not None:
+            out["source"] = source
+        if extra is not None:
+            out["extra"] = extra
+        if self.knobs.extras:
+            out["seq"] = seq
+        return out
