@@ -1,0 +1,210 @@
+"""Log ingestion from a 4.1 Engine: normalise lines, drop what was stored, advance the cursor.
+
+A 4.1 Engine gives log entries no ids, its `since` may be inclusive or exclusive and
+timestamps may collide. The cursor therefore remembers the newest timestamp stored (`ts`)
+and a multiset of fingerprints of the lines stored *at* that timestamp (`tail`). We ask
+for `since = ts - 1 ms`, so both kinds of Engine return every line at `ts` again; lines
+older than `ts` are dropped, lines at `ts` are matched against `tail` by count, newer
+lines are new. When the Engine numbers its lines (`seq`, an optional extra), the number
+decides instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import msgspec
+
+from deduction.ports import EngineLogLine
+
+SINCE_OVERLAP = timedelta(milliseconds=1)
+MAX_MESSAGE_CHARS = 65_536
+MAX_SOURCE_CHARS = 64
+MAX_LEVEL_CHARS = 16
+MAX_EXTRA_BYTES = 16_384
+LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR", "CRIT": "CRITICAL"}
+_canonical = msgspec.json.Encoder(order="sorted")
+
+Line = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where ingestion of one execution's logs stands; stored in every LogsReceived event."""
+
+    ts: str | None = None
+    tail: dict[str, int] = field(default_factory=dict)
+    seq: int | None = None
+    drained: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Cursor:
+        if not raw:
+            return cls()
+        return cls(raw.get("ts"), dict(raw.get("tail") or {}), raw.get("seq"),
+                   bool(raw.get("drained")))  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"ts": self.ts, "tail": self.tail}
+        if self.seq is not None:
+            out["seq"] = self.seq
+        if self.drained:
+            out["drained"] = True
+        return out
+
+    def since(self) -> str | None:
+        """The `since` to ask for: 1 ms before `ts`, so inclusive and exclusive Engines agree."""
+        if self.ts is None:
+            return None
+        return format_ts(parse_ts(self.ts) - SINCE_OVERLAP)
+
+
+def format_ts(value: datetime) -> str:
+    spec = "milliseconds" if value.microsecond % 1000 == 0 else "microseconds"
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+
+
+def parse_ts(value: str | float) -> datetime:
+    """RFC 3339 (naive means UTC) or epoch seconds/milliseconds; raises ValueError."""
+    if isinstance(value, (int, float)):
+        seconds = value / 1000 if abs(value) > 1e11 else value
+        return datetime.fromtimestamp(seconds, timezone.utc)
+    parsed = datetime.fromisoformat(value.strip())
+    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+
+
+def _stored_ts(value: datetime) -> str:
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
+        timespec="microseconds"
+    ) + "Z"
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else _canonical.encode(value).decode()
+    text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    if len(text) > limit:
+        text = f"{text[:limit]}…[{len(text) - limit} more characters]"
+    return text
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_clean(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _extra(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    extra = _clean(value if isinstance(value, dict) else {"value": value})
+    encoded = _canonical.encode(extra)
+    if len(encoded) > MAX_EXTRA_BYTES:
+        return {"truncated": True, "preview": encoded[:1000].decode("utf-8", "replace")}
+    return extra
+
+
+def normalise(raw: EngineLogLine) -> Line | None:
+    """The stored shape of an Engine line; None when its timestamp cannot be read."""
+    try:
+        ts = parse_ts(raw.timestamp)
+    except (ValueError, TypeError, OverflowError, OSError):
+        return None
+    level = (raw.level or "INFO").strip().upper() or "INFO"
+    level = LEVEL_ALIASES.get(level, level)[:MAX_LEVEL_CHARS]
+    source = None if raw.source is None else _text(raw.source, MAX_SOURCE_CHARS)[:MAX_SOURCE_CHARS]
+    return {
+        "timestamp": _stored_ts(ts),
+        "level": level,
+        "message": _text(raw.message, MAX_MESSAGE_CHARS),
+        "source": source,
+        "extra": _extra(raw.extra),
+    }
+
+
+def fingerprint(line: Line) -> str:
+    body = _canonical.encode(
+        [line["timestamp"], line["level"], line["message"], line["source"], line["extra"]]
+    )
+    return hashlib.blake2b(body, digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class Ingested:
+    lines: list[Line]  # new lines, oldest first
+    seqs: list[int | None]  # the Engine's sequence number of each new line, when it gives one
+    unreadable: int  # lines skipped because their timestamp could not be read
+    truncated: bool  # more new lines were returned than one poll stores
+
+
+def ingest(cursor: Cursor, raw_lines: list[EngineLogLine], max_lines: int) -> Ingested:
+    """The lines not stored yet, in timestamp order (at most about `max_lines`)."""
+    pairs = [(normalise(r), r.seq) for r in raw_lines]
+    readable = [(line, seq) for line, seq in pairs if line is not None]
+    unreadable = len(pairs) - len(readable)
+    numbered = bool(readable) and all(seq is not None for _, seq in readable)
+    if numbered and (cursor.ts is None or cursor.seq is not None):
+        last = cursor.seq if cursor.seq is not None else -(2**63)
+        fresh = sorted(((line, s) for line, s in readable if s is not None and s > last),
+                       key=lambda p: p[1])  # fmt: skip
+        truncated = len(fresh) > max_lines
+        fresh = fresh[:max_lines]
+    else:
+        fresh = [(line, None) for line in _new_by_timestamp(cursor, [x for x, _ in readable])]
+        fresh, truncated = _cut(fresh, max_lines)
+    return Ingested([x for x, _ in fresh], [s for _, s in fresh], unreadable, truncated)
+
+
+def _new_by_timestamp(cursor: Cursor, lines: list[Line]) -> list[Line]:
+    lines = sorted(lines, key=lambda line: line["timestamp"])  # stable: keeps the Engine's order
+    tail, seen_at_ts = Counter(cursor.tail), Counter[str]()
+    fresh: list[Line] = []
+    for line in lines:
+        if cursor.ts is not None and line["timestamp"] < cursor.ts:
+            continue  # stored by an earlier poll (or too late to tell: 4.1 has no ids)
+        if line["timestamp"] == cursor.ts:
+            fp = fingerprint(line)
+            seen_at_ts[fp] += 1
+            if seen_at_ts[fp] <= tail[fp]:
+                continue
+        fresh.append(line)
+    return fresh
+
+
+def _cut(
+    fresh: list[tuple[Line, None]], max_lines: int
+) -> tuple[list[tuple[Line, None]], bool]:
+    """At most ~max_lines, cut only between two timestamps so the cursor covers the rest."""
+    if len(fresh) <= max_lines:
+        return fresh, False
+    cut = max_lines
+    while cut < len(fresh) and fresh[cut][0]["timestamp"] == fresh[cut - 1][0]["timestamp"]:
+        cut += 1
+    return fresh[:cut], cut < len(fresh)
+
+
+def advance(cursor: Cursor, lines: list[Line], seqs: list[int | None]) -> Cursor:
+    """The cursor after storing `lines` (new lines from `ingest`, in its order)."""
+    if not lines:
+        return cursor
+    numbered = [s for s in seqs if s is not None]
+    seq = max(numbered) if numbered else cursor.seq
+    newest = max(line["timestamp"] for line in lines)
+    if cursor.ts is not None and cursor.ts > newest:
+        return Cursor(cursor.ts, cursor.tail, seq, cursor.drained)  # numbered late lines
+    at_newest = Counter(fingerprint(x) for x in lines if x["timestamp"] == newest)
+    tail = Counter(cursor.tail) + at_newest if newest == cursor.ts else at_newest
+    if numbered:
+        tail = Counter()  # the sequence decides; no need to carry fingerprints
+    return Cursor(newest, dict(tail), seq, cursor.drained)
+
+
+def batches(lines: list[Line], size: int) -> list[list[Line]]:
+    return [lines[i : i + size] for i in range(0, len(lines), size)]

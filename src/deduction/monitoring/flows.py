@@ -1,0 +1,178 @@
+"""TaskMonitor: talks to the Engine for one task at a time and hands what it learnt to the reports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+
+from deduction.monitoring.reports import (
+    EngineReports,
+    ExecutionPlan,
+    Outcome,
+    PollPlan,
+    PollReport,
+    match_agents,
+    utc_now,
+)
+from deduction.ports import (
+    Engine,
+    EngineError,
+    EngineLogLine,
+    EngineRejectedError,
+    EngineUnavailableError,
+    RestartUnsupportedError,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+RunSync = Callable[..., Awaitable[Any]]
+
+
+class TaskMonitor:
+    """Submit, poll, update and stop tasks on the Engine; every finding goes through `reports`."""
+
+    def __init__(
+        self,
+        reports: EngineReports,
+        engine: Engine,
+        run_sync: RunSync,
+        *,
+        restart_backoff: float = 1.0,
+        restart_backoff_cap: float = 60.0,
+        log_concurrency: int = 8,
+    ) -> None:
+        self.reports, self.engine, self._run = reports, engine, run_sync
+        self._backoff, self._backoff_cap = restart_backoff, restart_backoff_cap
+        self._log_slots = asyncio.Semaphore(log_concurrency)
+
+    # -- submit ------------------------------------------------------------------------------
+
+    async def submit_task(self, task_id: int) -> Outcome | None:
+        """Submit a pending task; "submission requested" is saved before the Engine is called."""
+        if self.engine.circuit_open():
+            error = EngineUnavailableError("the Engine is failing: circuit open", _since(self.engine))
+            return await self._run(self.reports.record_submission_failed, task_id, error)
+        plan = await self._run(self.reports.request_submission, task_id)
+        if plan is None:
+            return None
+        try:
+            engine_task_id = await self.engine.submit(plan.payload, str(task_id))
+        except EngineError as e:
+            log.warning("task.submit_failed", task_id=task_id, error=str(e))
+            return await self._run(self.reports.record_submission_failed, task_id, e)
+        outcome: Outcome = await self._run(self.reports.record_submitted, plan, engine_task_id)
+        log.info("task.submitted", task_id=task_id, engine_task_id=engine_task_id)
+        return outcome
+
+    # -- poll --------------------------------------------------------------------------------
+
+    async def poll_task(self, task_id: int) -> Outcome | None:
+        """Status, restarts and logs of one task, then one save() of everything learnt."""
+        plan: PollPlan | None = await self._run(self.reports.plan_poll, task_id)
+        if plan is None:
+            return None
+        report = PollReport(task_id, plan)
+        engine_ids = {ex.execution_id: ex.engine_agent_id for ex in plan.executions}
+        unpaired = any(v is None and not ex.drained
+                       for ex, v in zip(plan.executions, engine_ids.values()))  # fmt: skip
+        if not plan.ended or (unpaired and not plan.stop_pending):
+            try:
+                status = await self.engine.task_status(plan.engine_task_id)
+                matched = match_agents(list(engine_ids), status.agents)
+            except EngineError as e:
+                report.error = e
+                log.warning("task.poll_failed", task_id=task_id, error=str(e))
+                return await self._run(self.reports.record_poll, report)
+            report.status = status
+            engine_ids = {eid: agent.engine_agent_id for eid, agent in matched.items()}
+            if not plan.ended:
+                await self._restart_due(plan, matched, report)
+        report.restart_supported = getattr(self.engine, "restart_supported", None)
+        report.logs = await self._fetch_logs(plan, engine_ids)
+        outcome: Outcome = await self._run(self.reports.record_poll, report)
+        log.info("task.polled", task_id=task_id, status=outcome.status, lines=outcome.lines)
+        return outcome
+
+    async def _restart_due(self, plan: PollPlan, matched: dict[int, Any], report: PollReport) -> None:
+        now = utc_now()
+        for ex in plan.executions:
+            agent = matched[ex.execution_id]
+            if not ex.awaiting_restart or agent.status != "failed" or ex.failed_at is None:
+                continue
+            wait = min(self._backoff_cap, self._backoff * 2 ** max(0, ex.retry_count - 1))
+            if (now - ex.failed_at).total_seconds() < wait:
+                continue
+            try:
+                await self.engine.restart_agent(agent.engine_agent_id)
+            except RestartUnsupportedError:
+                report.cannot_restart[ex.execution_id] = "the Engine cannot restart agents"
+            except EngineRejectedError as e:
+                report.cannot_restart[ex.execution_id] = str(e)
+            except EngineError as e:
+                log.warning("agent.restart_failed", execution_id=ex.execution_id, error=str(e))
+            else:
+                report.restarted.add(ex.execution_id)
+                log.info("agent.restarted", execution_id=ex.execution_id, attempt=ex.retry_count)
+
+    async def _fetch_logs(
+        self, plan: PollPlan, engine_ids: dict[int, str | None]
+    ) -> dict[int, list[EngineLogLine]]:
+        """Logs of every paired agent not drained yet; a failed fetch is retried next poll."""
+        wanted = [ex for ex in plan.executions if engine_ids[ex.execution_id] and not ex.drained]
+        results = await asyncio.gather(
+            *(self._logs_of(ex, engine_ids[ex.execution_id]) for ex in wanted)  # type: ignore[arg-type]
+        )
+        return {ex.execution_id: lines for ex, lines in zip(wanted, results) if lines is not None}
+
+    async def _logs_of(self, ex: ExecutionPlan, engine_agent_id: str) -> list[EngineLogLine] | None:
+        since = ex.since if ex.engine_agent_id == engine_agent_id else None
+        async with self._log_slots:
+            try:
+                return await self.engine.agent_logs(engine_agent_id, since, self.reports.max_lines)
+            except EngineError as e:
+                log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
+                return None
+
+    # -- update and stop ---------------------------------------------------------------------
+
+    async def send_update(self, task_id: int) -> Outcome | None:
+        """Deliver pending updates; loops so an update recorded meanwhile is not left behind."""
+        outcome = None
+        for _ in range(3):
+            plan = await self._run(self.reports.plan_update, task_id)
+            if plan is None:
+                break
+            try:
+                await self.engine.update(plan.engine_task_id, plan.payload)
+            except EngineError as e:
+                log.warning("task.update_failed", task_id=task_id, error=str(e))
+                break
+            outcome = await self._run(self.reports.record_update_delivered, task_id, plan.update_ids)
+            log.info("task.update_delivered", task_id=task_id, updates=plan.update_ids)
+        return outcome
+
+    async def send_stop(self, task_id: int) -> Outcome | None:
+        """Tell the Engine to stop; then read the agents' logs once more."""
+        engine_task_id = await self._run(self.reports.plan_stop, task_id)
+        if engine_task_id is None:
+            return None
+        try:
+            await self.engine.stop(engine_task_id)
+        except EngineRejectedError as e:  # it knows no such run, or it has ended: nothing to stop
+            log.warning("task.stop_rejected", task_id=task_id, error=str(e))
+        except EngineError as e:
+            log.warning("task.stop_failed", task_id=task_id, error=str(e))
+            return None
+        outcome: Outcome = await self._run(self.reports.record_stop_delivered, task_id)
+        log.info("task.stop_delivered", task_id=task_id)
+        await self.poll_task(task_id)
+        return outcome
+
+
+def _since(engine: Engine) -> str:
+    breaker = getattr(engine, "breaker", None)
+    since = getattr(breaker, "failing_since", None)
+    return since or utc_now().isoformat().replace("+00:00", "Z")

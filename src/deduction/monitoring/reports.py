@@ -1,0 +1,407 @@
+"""EngineReports: what the Engine said about a task, as events — one save() per poll."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import structlog
+from eventsourcing.persistence import IntegrityError
+
+from deduction.application import DeductionApp
+from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
+from deduction.domain.logs import log_stream_id
+from deduction.log_cursor import Cursor, advance, batches, ingest
+from deduction.ports import (
+    EngineAgent,
+    EngineError,
+    EngineLogLine,
+    EngineProtocolError,
+    EngineRejectedError,
+    EngineTaskStatus,
+    EngineUnavailableError,
+)
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+_ATTEMPTS = 5
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    execution_id: int
+    engine_agent_id: str | None
+    ended: bool
+    awaiting_restart: bool
+    retry_count: int
+    failed_at: datetime | None  # when the failed attempt was recorded (restart backoff)
+    since: str | None
+    drained: bool
+
+
+@dataclass(frozen=True)
+class PollPlan:
+    task_id: int
+    engine_task_id: str
+    ended: bool
+    stop_pending: bool
+    executions: list[ExecutionPlan]  # in submission order
+    # The aggregates and log cursors the plan was made from: the poll's first save attempt
+    # reuses them (a concurrent change makes that save conflict, and the retry reloads).
+    loaded: Any = field(default=None, repr=False, compare=False)
+
+
+@dataclass
+class PollReport:
+    """Everything one poll learnt about a task."""
+
+    task_id: int
+    plan: PollPlan | None = None
+    status: EngineTaskStatus | None = None
+    error: EngineError | None = None
+    logs: dict[int, list[EngineLogLine]] = field(default_factory=dict)
+    restarted: set[int] = field(default_factory=set)
+    cannot_restart: dict[int, str] = field(default_factory=dict)
+    restart_supported: bool | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The task after a command: what follow-up work it needs."""
+
+    position: int
+    status: str
+    needs_stop: bool = False
+    pending_updates: bool = False
+    lines: int = 0
+
+
+@dataclass(frozen=True)
+class SubmitPlan:
+    task_id: int
+    payload: dict[str, Any]
+    included_updates: list[int]
+
+
+@dataclass(frozen=True)
+class UpdatePlan:
+    engine_task_id: str
+    payload: dict[str, Any]
+    update_ids: list[int]
+
+
+def match_agents(execution_ids: list[int], agents: list[EngineAgent]) -> dict[int, EngineAgent]:
+    """Pair reported agents with executions: by echoed `ref` when every agent has one, else by
+    position (a 4.1 Engine lists agents in the order they were submitted)."""
+    if agents and all(a.ref is not None for a in agents):
+        by_ref = {str(a.ref): a for a in agents}
+        if set(by_ref) == {str(i) for i in execution_ids}:
+            return {i: by_ref[str(i)] for i in execution_ids}
+    if len(agents) != len(execution_ids):
+        raise EngineProtocolError(
+            f"the Engine reported {len(agents)} agents for {len(execution_ids)} submitted",
+            iso(utc_now()),
+        )
+    return dict(zip(execution_ids, agents))
+
+
+class EngineReports:
+    """The service layer for Engine reports: load aggregates, apply, save once, retry on conflict."""
+
+    def __init__(
+        self,
+        app: DeductionApp,
+        engine_url: str,
+        unreachable_deadline: float,
+        log_batch_size: int,
+        max_lines_per_poll: int = 20_000,
+    ) -> None:
+        self.app, self.engine_url = app, engine_url
+        self.deadline, self.batch_size = unreachable_deadline, log_batch_size
+        self.max_lines = max_lines_per_poll
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def _retrying(self, command: Callable[[], T]) -> T:
+        for attempt in range(_ATTEMPTS):
+            try:
+                return command()
+            except IntegrityError:  # a concurrent writer won: reload and apply again
+                if attempt == _ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _save(self, *objs: Any) -> int:
+        if not any(getattr(obj, "pending_events", True) for obj in objs):
+            return 0  # nothing new: no transaction at all
+        return max((r.notification.id for r in self.app.save(*objs)), default=0)
+
+    def _executions(self, task: DeductionTask) -> list[AgentExecution]:
+        return [self.app.get_execution(eid) for eid in task.execution_ids]
+
+    def cursor(self, execution_id: int) -> tuple[int, Cursor]:
+        """The log stream's version and the cursor in its newest event (the only one read)."""
+        stored = self.app.recorder.select_events(log_stream_id(execution_id), desc=True, limit=1)
+        if not stored:
+            return 0, Cursor()
+        event = self.app.mapper.to_domain_event(stored[0])
+        return stored[0].originator_version, Cursor.from_dict(getattr(event, "cursor", None))
+
+    @staticmethod
+    def _outcome(position: int, task: DeductionTask, lines: int = 0) -> Outcome:
+        return Outcome(position, task.status, task.needs_engine_stop,
+                       bool(task.pending_updates) and not task.is_ended, lines)  # fmt: skip
+
+    def _fail(self, task: DeductionTask, executions: list[AgentExecution], reason: str) -> None:
+        for ex in executions:
+            if not ex.is_ended:
+                ex.change_status("failed", "system", error=reason[:2000])
+        task.change_status("failed", reason[:2000], "system")
+
+    def _engine_failed(
+        self, task: DeductionTask, executions: list[AgentExecution], error: EngineError
+    ) -> None:
+        """Note the Engine as unreachable once; fail the task once the deadline has passed."""
+        since = error.since if isinstance(error, EngineUnavailableError) else iso(utc_now())
+        task.record_engine_unreachable(since, str(error))
+        started = datetime.fromisoformat(task.unreachable_since or since)
+        if (utc_now() - started).total_seconds() >= self.deadline:
+            self._fail(task, executions, f"the Engine has been unreachable since"
+                       f" {task.unreachable_since}: {error}")  # fmt: skip
+
+    # -- submission --------------------------------------------------------------------------
+
+    def request_submission(self, task_id: int) -> SubmitPlan | None:
+        """Record "submission requested" (before the call, for crash recovery); the payload."""
+
+        def command() -> SubmitPlan | None:
+            task = self.app.get_task(task_id)
+            if task.status != "pending" or task.engine_task_id or task.stop_requested:
+                return None
+            executions = self._executions(task)
+            included = sorted(task.pending_updates)  # their params are in the payload
+            task.request_submission("system")
+            self._save(task)
+            payload = {
+                "name": task.name,
+                "scheme": task.scheme_snapshot,
+                "env": task.env_snapshot,
+                "agents": [
+                    {"agent_name": ex.agent_name, "agent_load": ex.agent_load, "side": ex.side,
+                     "params": ex.params, "ref": ex.execution_id}
+                    for ex in executions
+                ],
+            }  # fmt: skip
+            return SubmitPlan(task_id, payload, included)
+
+        return self._retrying(command)
+
+    def record_submitted(self, plan: SubmitPlan, engine_task_id: str) -> Outcome:
+        def command() -> Outcome:
+            task = self.app.get_task(plan.task_id)
+            task.record_submitted(engine_task_id, self.engine_url)
+            task.record_engine_reachable()
+            for update_id in plan.included_updates:
+                task.record_update_delivered(update_id)
+            return self._outcome(self._save(task), task)
+
+        return self._retrying(command)
+
+    def record_submission_failed(self, task_id: int, error: EngineError) -> Outcome:
+        """Rejected (4xx): the task fails with the Engine's message. Otherwise: unreachable."""
+
+        def command() -> Outcome:
+            task = self.app.get_task(task_id)
+            executions = self._executions(task)
+            if task.status == "pending" and task.engine_task_id is None:
+                if isinstance(error, EngineRejectedError):
+                    self._fail(task, executions,
+                               f"the Engine rejected the submission: {error.detail}")  # fmt: skip
+                else:
+                    self._engine_failed(task, executions, error)
+            return self._outcome(self._save(task, *executions), task)
+
+        return self._retrying(command)
+
+    # -- updates and stops -------------------------------------------------------------------
+
+    def plan_update(self, task_id: int) -> UpdatePlan | None:
+        """The Engine update for every pending update: the agents' current (merged) params."""
+        task = self.app.get_task(task_id)
+        if task.is_ended or not task.pending_updates or task.engine_task_id is None:
+            return None
+        ids = list(dict.fromkeys(
+            c["execution_id"] for changes in task.pending_updates.values() for c in changes
+        ))  # fmt: skip
+        executions = [self.app.get_execution(eid) for eid in ids]
+        if any(ex.engine_agent_id is None for ex in executions):
+            return None  # the first poll has not paired the agents yet
+        agents = [{"engine_agent_id": ex.engine_agent_id, "params": ex.params} for ex in executions]
+        return UpdatePlan(task.engine_task_id, {"agents": agents}, sorted(task.pending_updates))
+
+    def record_update_delivered(self, task_id: int, update_ids: list[int]) -> Outcome:
+        def command() -> Outcome:
+            task = self.app.get_task(task_id)
+            for update_id in update_ids:
+                task.record_update_delivered(update_id)
+            return self._outcome(self._save(task), task)
+
+        return self._retrying(command)
+
+    def plan_stop(self, task_id: int) -> str | None:
+        task = self.app.get_task(task_id)
+        return task.engine_task_id if task.needs_engine_stop else None
+
+    def record_stop_delivered(self, task_id: int) -> Outcome:
+        def command() -> Outcome:
+            task = self.app.get_task(task_id)
+            task.record_stop_delivered()
+            return self._outcome(self._save(task), task)
+
+        return self._retrying(command)
+
+    # -- polls -------------------------------------------------------------------------------
+
+    def plan_poll(self, task_id: int) -> PollPlan | None:
+        task = self.app.get_task(task_id)
+        if task.engine_task_id is None:
+            return None
+        plans, executions, cursors = [], self._executions(task), {}
+        for ex in executions:
+            cursors[ex.execution_id] = self.cursor(ex.execution_id)
+            cursor = cursors[ex.execution_id][1]
+            plans.append(ExecutionPlan(
+                ex.execution_id, ex.engine_agent_id, ex.is_ended, ex.awaiting_restart,
+                ex.retry_count, ex.modified_on if ex.awaiting_restart else None,
+                cursor.since(), cursor.drained,
+            ))  # fmt: skip
+        return PollPlan(task_id, task.engine_task_id, task.is_ended, task.needs_engine_stop, plans,
+                        loaded=(task, executions, cursors))  # fmt: skip
+
+    def record_poll(self, report: PollReport) -> Outcome:
+        loaded = [report.plan.loaded] if report.plan is not None else []
+        return self._retrying(lambda: self._record_poll(report, loaded.pop() if loaded else None))
+
+    def _record_poll(self, report: PollReport, loaded: Any) -> Outcome:
+        if loaded is not None:
+            task, executions, cursors = loaded
+        else:
+            task = self.app.get_task(report.task_id)
+            executions, cursors = self._executions(task), {}
+        if report.error is not None:
+            if not task.is_ended:
+                self._engine_failed(task, executions, report.error)
+        elif report.status is not None:
+            task.record_engine_reachable()
+            matched = match_agents([ex.execution_id for ex in executions], report.status.agents)
+            for ex in executions:
+                ex.assign_engine_agent(matched[ex.execution_id].engine_agent_id)
+            if not task.is_ended:
+                for ex in executions:
+                    if not ex.is_ended:
+                        self._apply_agent(ex, matched[ex.execution_id], report)
+                self._apply_task_end(report, executions)
+                self._settle(task, executions)
+        events: list[ExecutionLog.LogsReceived] = []
+        by_id = {ex.execution_id: ex for ex in executions}
+        for execution_id, lines in report.logs.items():
+            ex = by_id[execution_id]
+            drained = ex.is_ended and not task.needs_engine_stop
+            stream = cursors.get(execution_id) or self.cursor(execution_id)
+            events += self._log_events(ex, stream, lines, drained)
+        position = self._save(task, *executions, *events)
+        return self._outcome(position, task, sum(len(e.lines) for e in events))
+
+    def _apply_agent(self, ex: AgentExecution, agent: EngineAgent, report: PollReport) -> None:
+        eid = ex.execution_id
+        if eid in report.cannot_restart:
+            ex.change_status("failed", "engine",
+                             error=f"{ex.error or 'failed'} (not retried: {report.cannot_restart[eid]})")
+            return  # fmt: skip
+        if eid in report.restarted or (ex.awaiting_restart and agent.status in ("pending", "running")):
+            ex.record_restarted()
+            return  # this report predates the restart
+        if ex.awaiting_restart:
+            return  # still failed; restarted once its backoff has passed
+        status = agent.status
+        if status in ("running", "completed") and ex.status == "pending":
+            ex.change_status("running", "engine")
+        if status in ("pending", "running"):
+            ex.report_progress(agent.progress)
+        elif status == "completed":
+            ex.report_progress(100)
+            ex.change_status("completed", "engine", result=agent.result)
+        elif status == "failed":
+            error = agent.error or "the Engine reported the agent failed"
+            if ex.can_retry and report.restart_supported is not False:
+                ex.report_progress(agent.progress)
+                ex.record_attempt_failed(error)
+            else:
+                if ex.can_retry:
+                    error = f"{error} (not retried: the Engine cannot restart agents)"
+                ex.change_status("failed", "engine", error=error)
+        elif status == "stopped":
+            ex.change_status("stopped", "engine")
+
+    @staticmethod
+    def _apply_task_end(report: PollReport, executions: list[AgentExecution]) -> None:
+        """An Engine that ended the whole task ends the agents it left active (not those
+        being retried: this report predates their restart)."""
+        engine_status = report.status.status if report.status else "running"
+        if engine_status not in ("failed", "stopped"):
+            return
+        for ex in executions:
+            if not ex.is_ended and not ex.awaiting_restart and ex.execution_id not in report.restarted:
+                error = f"the Engine reported the task {engine_status}"
+                ex.change_status(engine_status, "engine",
+                                 error=error if engine_status == "failed" else None)  # fmt: skip
+
+    @staticmethod
+    def _settle(task: DeductionTask, executions: list[AgentExecution]) -> None:
+        completed = sum(ex.status == "completed" for ex in executions)
+        failed = [ex for ex in executions if ex.status == "failed"]
+        task.record_agent_counts(len(executions), completed, len(failed))
+        if task.status != "running" or not all(ex.is_ended for ex in executions):
+            return
+        if failed:
+            which = "; ".join(f"{ex.agent_name} (execution {ex.execution_id}): {ex.error}"
+                              for ex in failed)  # fmt: skip
+            task.change_status("failed", f"agent failed: {which}", "engine")
+        elif any(ex.status == "stopped" for ex in executions):
+            task.change_status("stopped", "the Engine stopped the agents", "engine")
+        else:
+            task.change_status("completed", None, "engine")
+
+    def _log_events(
+        self, ex: AgentExecution, stream: tuple[int, Cursor], lines: list[EngineLogLine],
+        drained: bool,
+    ) -> list[ExecutionLog.LogsReceived]:
+        version, cursor = stream
+        if cursor.drained:
+            return []  # the agent ended and its logs were read once more after that
+        got = ingest(cursor, lines, self.max_lines)
+        if got.unreadable:
+            log.warning("logs.unreadable_timestamps", execution_id=ex.execution_id,
+                        lines=got.unreadable)  # fmt: skip
+        drained = drained and not got.truncated
+        if not got.lines and not drained:
+            return []
+        events = []
+        chunks = batches(list(zip(got.lines, got.seqs)), self.batch_size) or [[]]
+        for i, chunk in enumerate(chunks):
+            cursor = advance(cursor, [line for line, _ in chunk], [seq for _, seq in chunk])
+            if drained and i == len(chunks) - 1:
+                cursor = replace(cursor, drained=True)
+            events.append(ExecutionLog.batch(version + 1 + i, ex.execution_id, ex.task_id,
+                                             [line for line, _ in chunk], cursor.to_dict()))  # fmt: skip
+        return events

@@ -1,0 +1,251 @@
+"""The monitor against the reference Engine on a loopback port, with the real event store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from psycopg import AsyncConnection
+
+from deduction.adapters.engine import CircuitBreaker
+from deduction.bootstrap import Services
+from deduction.domain import DeductionTask
+from deduction.ports import EngineLogLine, EngineTaskStatus
+from tests.engine_support import (
+    create_task,
+    engine_multiset,
+    live_engine,
+    monitor_for,
+    plan_task,
+    run_to_end,
+    settled,
+    stored_multiset,
+    wait_until,
+)
+
+
+async def _row(services: Services, sql: str, *args: Any) -> Any:
+    async with await AsyncConnection.connect(services.database_url, autocommit=True) as conn:
+        cur = await conn.execute(sql, list(args))
+        return await cur.fetchone()
+
+
+async def _assert_logs_complete(services: Services, live: Any, task_id: int) -> int:
+    """Every execution's read-table lines equal what its Engine agent emitted (multisets)."""
+    await settled(services)
+    task = services.app.get_task(task_id)
+    emitted = live.emitted(task.engine_task_id)
+    total = 0
+    async with await AsyncConnection.connect(services.database_url, autocommit=True) as conn:
+        for eid in task.execution_ids:
+            execution = services.app.get_execution(eid)
+            expected = engine_multiset(emitted[execution.engine_agent_id])
+            assert await stored_multiset(conn, eid) == expected
+            total += sum(expected.values())
+    return total
+
+
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"since_inclusive": False, "ts_resolution": "ms"},
+        {"since_inclusive": True, "ts_resolution": "ms"},
+        {"since_inclusive": False, "ts_resolution": "s", "collide_rate": 0.5},
+        {"since_inclusive": True, "ts_resolution": "s", "duplicate_rate": 0.3},
+        {"since_inclusive": True, "ts_resolution": "us", "extras": True},
+    ],
+    ids=["exclusive-ms", "inclusive-ms", "exclusive-s", "inclusive-s-dups", "extras-seq"],
+)
+async def test_plan_example_completes_with_exactly_the_emitted_log_lines(
+    services: Services, knobs: dict[str, Any]
+) -> None:
+    """Colliding timestamps, duplicate lines, either `since`: no line lost, none twice."""
+    async with live_engine(**knobs) as live, monitor_for(services, live.url) as monitor:
+        task_id = await services.run_sync(create_task, services.app)
+        submitted = await monitor.submit_task(task_id)
+        assert submitted is not None and submitted.status == "running"
+        assert await run_to_end(monitor, task_id) == "completed"
+        lines = await _assert_logs_complete(services, live, task_id)
+    assert lines > 20
+    row = await _row(services, "SELECT status, total_agents, completed_agents, failed_agents"
+                     " FROM deduction_task WHERE id = %s", task_id)  # fmt: skip
+    assert row == ("completed", 2, 2, 0)
+    task = services.app.get_task(task_id)
+    for eid in task.execution_ids:
+        execution = services.app.get_execution(eid)
+        assert (execution.status, execution.progress) == ("completed", 100)
+        assert execution.result and "score" in execution.result
+
+
+async def test_a_failed_agent_is_restarted_up_to_max_retry_then_fails_the_task(
+    services: Services,
+) -> None:
+    async with live_engine(fail_rate=1.0) as live, monitor_for(services, live.url) as monitor:
+        new = plan_task(params=[{"attack_strategy": "aggressive"}], max_retry=2)
+        task_id = await services.run_sync(create_task, services.app, new)
+        await monitor.submit_task(task_id)
+        assert await run_to_end(monitor, task_id) == "failed"
+        await _assert_logs_complete(services, live, task_id)
+        assert live.engine.stats["restarts"] == 2
+    task = services.app.get_task(task_id)
+    execution = services.app.get_execution(task.execution_ids[0])
+    assert (execution.status, execution.retry_count) == ("failed", 2)
+    assert "RedTeamAgent" in task.error_message and str(execution.execution_id) in task.error_message
+    await settled(services)
+    row = await _row(services, "SELECT count(*) FILTER (WHERE change_description LIKE '%%restarted%%'),"
+                     " count(*) FILTER (WHERE change_description LIKE '%%retrying%%')"
+                     " FROM deduction_task_history WHERE deduction_task_id = %s", task_id)  # fmt: skip
+    assert row == (2, 2)
+
+
+async def test_without_a_restart_operation_a_failed_agent_fails_at_once(services: Services) -> None:
+    async with live_engine(fail_rate=1.0, restart=False) as live, \
+            monitor_for(services, live.url) as monitor:  # fmt: skip
+        task_id = await services.run_sync(create_task, services.app)
+        await monitor.submit_task(task_id)
+        assert await run_to_end(monitor, task_id) == "failed"
+    task = services.app.get_task(task_id)
+    errors = [services.app.get_execution(e).error for e in task.execution_ids]
+    assert all("not retried: the Engine cannot restart agents" in (e or "") for e in errors)
+
+
+async def test_a_rejected_submission_fails_the_task_with_the_engines_message(
+    services: Services,
+) -> None:
+    async with live_engine(reject_submissions="scheme 1234567890 is not installed") as live, \
+            monitor_for(services, live.url) as monitor:  # fmt: skip
+        task_id = await services.run_sync(create_task, services.app)
+        outcome = await monitor.submit_task(task_id)
+    assert outcome is not None and outcome.status == "failed"
+    task = services.app.get_task(task_id)
+    assert task.error_message == (
+        "the Engine rejected the submission: scheme 1234567890 is not installed"
+    )
+    assert all(services.app.get_execution(e).status == "failed" for e in task.execution_ids)
+
+
+async def test_engine_down_shows_unreachable_then_recovers(services: Services) -> None:
+    """Not failed at the first error: unreachable (since when) once, reachable again, completes."""
+    breaker = CircuitBreaker(threshold=3, cooldown=0.1)
+    async with live_engine(duration_min=1.0, duration_max=1.0) as live, \
+            monitor_for(services, live.url, timeout=0.5, breaker=breaker) as monitor:  # fmt: skip
+        task_id = await services.run_sync(create_task, services.app)
+        await monitor.submit_task(task_id)
+        await monitor.poll_task(task_id)
+        await live.stop()
+        for _ in range(3):
+            outcome = await monitor.poll_task(task_id)
+            assert outcome is not None and outcome.status == "running"
+        await settled(services)
+        since, error = await _row(services, "SELECT engine_unreachable_since, engine_error"
+                                  " FROM deduction_task WHERE id = %s", task_id)  # fmt: skip
+        assert since is not None and "Connect" in error
+        await live.start()
+        assert await run_to_end(monitor, task_id) == "completed"
+        await _assert_logs_complete(services, live, task_id)
+    await settled(services)
+    assert await _row(services, "SELECT engine_unreachable_since FROM deduction_task"
+                      " WHERE id = %s", task_id) == (None,)  # fmt: skip
+    names = [type(e).__name__ for e in services.app.events.get(DeductionTask.create_id(task_id))]
+    assert names.count("EngineUnreachable") == 1 and names.count("EngineReachable") == 1
+
+
+async def test_an_engine_unreachable_past_the_deadline_fails_the_task(services: Services) -> None:
+    async with live_engine(duration_min=30, duration_max=30) as live, \
+            monitor_for(services, live.url, timeout=0.3, deadline=0.2) as monitor:  # fmt: skip
+        task_id = await services.run_sync(create_task, services.app)
+        await monitor.submit_task(task_id)
+        await live.stop()
+
+        async def failed() -> bool:
+            outcome = await monitor.poll_task(task_id)
+            return outcome is not None and outcome.status == "failed"
+
+        await wait_until(failed, timeout=15, interval=0.1)
+    task = services.app.get_task(task_id)
+    assert task.error_message.startswith("the Engine has been unreachable since")
+
+
+async def test_reports_after_a_stop_change_nothing_but_the_logs_are_drained(
+    services: Services,
+) -> None:
+    async with live_engine(duration_min=30, duration_max=30) as live, \
+            monitor_for(services, live.url) as monitor:  # fmt: skip
+        task_id = await services.run_sync(create_task, services.app)
+        await monitor.submit_task(task_id)
+        await wait_until(lambda: monitor.poll_task(task_id), timeout=5)
+        await services.run_sync(services.app.request_stop, task_id, "alice")
+        before = len(list(services.app.events.get(DeductionTask.create_id(task_id))))
+        await monitor.poll_task(task_id)  # the Engine still says running: nothing changes
+        task = services.app.get_task(task_id)
+        assert task.status == "stopped" and task.version == before
+        await monitor.send_stop(task_id)
+        engine_task = live.engine.sim.tasks[task.engine_task_id]
+        assert engine_task.status(live.engine.sim.clock()) == "stopped"
+        assert services.app.get_task(task_id).stop_delivered
+        await _assert_logs_complete(services, live, task_id)
+
+
+async def test_a_submission_retried_after_a_crash_does_not_start_a_second_run(
+    services: Services,
+) -> None:
+    """The crash falls between the Engine accepting and our recording it; the retry carries
+    the same idempotency key, so the Engine answers with the run it already made."""
+
+    class Crash(Exception):
+        pass
+
+    class CrashAfterSubmit:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def submit(self, payload: dict[str, Any], idempotency_key: str) -> str:
+            await self.inner.submit(payload, idempotency_key)
+            raise Crash
+
+        async def task_status(self, engine_task_id: str) -> EngineTaskStatus:
+            raise AssertionError("not reached")
+
+        async def agent_logs(self, *args: Any) -> list[EngineLogLine]:
+            raise AssertionError("not reached")
+
+        async def update(self, engine_task_id: str, payload: dict[str, Any]) -> None: ...
+
+        async def stop(self, engine_task_id: str) -> None: ...
+
+        async def restart_agent(self, engine_agent_id: str) -> None: ...
+
+        def circuit_open(self) -> bool:
+            return False
+
+    async with live_engine() as live, monitor_for(services, live.url) as monitor:
+        task_id = await services.run_sync(create_task, services.app)
+        real = monitor.engine
+        monitor.engine = CrashAfterSubmit(real)
+        with pytest.raises(Crash):
+            await monitor.submit_task(task_id)
+        task = services.app.get_task(task_id)
+        assert (task.status, task.submission_attempts, task.engine_task_id) == ("pending", 1, None)
+        monitor.engine = real
+        outcome = await monitor.submit_task(task_id)
+        assert outcome is not None and outcome.status == "running"
+        assert (live.engine.stats["runs"], live.engine.stats["replays"]) == (1, 1)
+        assert services.app.get_task(task_id).submission_attempts == 2
+
+
+async def test_an_update_reaches_the_engine_with_the_merged_params(services: Services) -> None:
+    async with live_engine(duration_min=30, duration_max=30) as live, \
+            monitor_for(services, live.url) as monitor:  # fmt: skip
+        task_id = await services.run_sync(create_task, services.app)
+        await monitor.submit_task(task_id)
+        await monitor.poll_task(task_id)
+        task = services.app.get_task(task_id)
+        red = task.execution_ids[0]
+        await services.run_sync(
+            services.app.update_config, task_id, [(red, {"attack_strategy": "stealth"})], "bob"
+        )
+        outcome = await monitor.send_update(task_id)
+        assert outcome is not None and not outcome.pending_updates
+        agent = live.engine.sim.agents[services.app.get_execution(red).engine_agent_id]
+        assert agent.params == {"attack_strategy": "stealth", "target": "192.168.1.100"}
+        assert any("params updated" in line[2] for line in agent.lines)
