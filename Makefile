@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## create the virtualenv and install the project with its test tools
 
 run: $(STAMP) ## start API + worker + reference Engine on the embedded PostgreSQL
-	$(VENV)/bin/deduction serve --demo
+	$(VENV)/bin/deduction serve --demo --with-engine
 
 test: $(STAMP) ## run the test suite (DATABASE_URL / REDIS_URL when set, embedded otherwise)
 	$(VENV)/bin/pytest -q

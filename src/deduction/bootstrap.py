@@ -86,3 +86,56 @@ async def open_services(
         await pool.close()
         executor.shutdown(wait=True)
         app.close()
+
+
+# -- the worker and the Engine ---------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def open_worker_context(
+    services: Services, enqueue: Callable[..., Any]
+) -> AsyncIterator[dict[str, Any]]:
+    """What the jobs find in ctx: the monitor (HttpEngine behind it), the read pool, settings."""
+    import aiohttp
+
+    from deduction.adapters.engine import CircuitBreaker, HttpEngine
+    from deduction.monitoring import EngineReports, TaskMonitor
+
+    s = services.settings
+    connector = aiohttp.TCPConnector(limit=100, limit_per_host=100)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        # While the circuit is open, one probe per poll interval finds out that it is back.
+        breaker = CircuitBreaker(threshold=5, cooldown=min(30.0, s.task_poll_interval))
+        engine = HttpEngine(session, s.engine_url, s.engine_timeout, breaker=breaker)
+        reports = EngineReports(
+            services.app, s.engine_url, s.engine_unreachable_deadline, s.log_batch_size
+        )
+        monitor = TaskMonitor(reports, engine, services.run_sync)
+        yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,
+               "enqueue": enqueue}  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def open_dispatch(services: Services) -> AsyncIterator[Dispatcher]:
+    """REDIS_URL set: enqueue to arq (workers run elsewhere). Unset: run the worker here."""
+    from deduction.adapters.worker import InProcessWorker, JobDispatcher, arq_enqueuer
+
+    s = services.settings
+    if s.redis_url:
+        from arq.connections import RedisSettings, create_pool
+
+        redis = await create_pool(RedisSettings.from_dsn(s.redis_url))
+        services.dispatcher = JobDispatcher(arq_enqueuer(redis, s.worker_queue))
+        try:
+            yield services.dispatcher
+        finally:
+            services.dispatcher = NoDispatcher()
+            await redis.aclose()
+        return
+    worker = InProcessWorker(s)
+    async with open_worker_context(services, worker.enqueue) as ctx, worker.running(ctx):
+        services.dispatcher = JobDispatcher(worker.enqueue)
+        try:
+            yield services.dispatcher
+        finally:
+            services.dispatcher = NoDispatcher()

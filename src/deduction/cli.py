@@ -7,6 +7,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -59,14 +60,20 @@ async def _projections_rebuild(settings: Settings, names: Sequence[str]) -> int:
     return 0
 
 
-async def _serve(settings: Settings, demo: bool) -> int:
+async def _serve(settings: Settings, demo: bool, with_engine: bool = False) -> int:
+    import contextlib
+
     import uvicorn
 
     from deduction.adapters.http.app import create_app
-    from deduction.bootstrap import open_services
+    from deduction.bootstrap import open_dispatch, open_services
     from deduction.catalog_seed import demo_catalog, load_catalog
 
-    async with open_services(settings) as services:
+    async with contextlib.AsyncExitStack() as stack:
+        if with_engine:
+            await stack.enter_async_context(_local_engine(settings))
+        services = await stack.enter_async_context(open_services(settings))
+        await stack.enter_async_context(open_dispatch(services))
         if demo:
             position = await services.run_sync(load_catalog, services.app, demo_catalog())
             await services.runner.wait_for(position, 10)
@@ -78,9 +85,73 @@ async def _serve(settings: Settings, demo: bool) -> int:
             lifespan="on",
         )
         log.info("api.started", url=f"http://{settings.api_host}:{settings.api_port}",
-                 database="external" if settings.database_url else "embedded")
+                 database="external" if settings.database_url else "embedded",
+                 worker="arq" if settings.redis_url else "in-process")
         await uvicorn.Server(config).serve()
     return 0
+
+
+def _local_engine(settings: Settings) -> Any:
+    """The reference Engine on ENGINE_URL's host and port (for `make run`)."""
+    from urllib.parse import urlsplit
+
+    from deduction.adapters.engine.reference import ReferenceEngine, serve_reference_engine
+
+    url = urlsplit(settings.engine_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 8080
+    log.info("engine.started", url=f"http://{host}:{port}", kind="reference")
+    return serve_reference_engine(ReferenceEngine(), host, port)
+
+
+async def _engine(args: argparse.Namespace) -> int:
+    from deduction.adapters.engine.reference import run_reference_engine
+    from deduction.adapters.engine.simulation import Knobs
+
+    knobs = Knobs(
+        seed=args.seed, latency=args.latency, error_rate=args.error_rate,
+        drop_rate=args.drop_rate, since_inclusive=args.since == "inclusive",
+        ts_resolution=args.ts_resolution, log_rate=args.log_rate, fail_rate=args.fail_rate,
+        collide_rate=args.collide_rate, duration_min=args.duration[0],
+        duration_max=args.duration[1], extras=args.extras, restart=not args.no_restart,
+    )  # fmt: skip
+    log.info("engine.started", url=f"http://{args.host}:{args.port}", seed=args.seed)
+    await run_reference_engine(knobs, args.host, args.port)
+    return 0
+
+
+def _worker(settings: Settings) -> int:
+    from arq.worker import run_worker
+
+    from deduction.adapters.worker.arq_worker import worker_settings
+
+    run_worker(worker_settings(settings))  # type: ignore[arg-type]
+    return 0
+
+
+def _duration(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(":")
+    return float(low), float(high or low)
+
+
+def _add_engine_parser(sub: Any) -> None:
+    engine = sub.add_parser("engine", help="run the reference Engine (the plan's API 4.1)")
+    add = engine.add_argument
+    add("--host", default="127.0.0.1")
+    add("--port", type=int, default=8080)
+    add("--seed", type=int, default=0, help="same seed, same runs")
+    add("--latency", type=float, default=0.0, help="seconds added to every Engine call")
+    add("--error-rate", type=float, default=0.0, help="share of calls answered 503")
+    add("--drop-rate", type=float, default=0.0, help="share of calls dropped unanswered")
+    add("--since", choices=["exclusive", "inclusive"], default="exclusive",
+        help="whether logs?since=T includes lines stamped T")  # fmt: skip
+    add("--ts-resolution", choices=["us", "ms", "s"], default="ms", help="log timestamp resolution")
+    add("--log-rate", type=float, default=2.0, help="log lines per second per agent")
+    add("--fail-rate", type=float, default=0.1, help="share of agent attempts that fail")
+    add("--collide-rate", type=float, default=0.2, help="share of lines reusing a timestamp")
+    add("--duration", type=_duration, default=(20.0, 60.0), metavar="MIN:MAX",
+        help="seconds an agent runs")  # fmt: skip
+    add("--extras", action="store_true", help="add optional fields (agent ref, log seq)")
+    add("--no-restart", action="store_true", help="offer no agent restart operation")
 
 
 async def _db_url(settings: Settings) -> int:
@@ -111,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve the HTTP API (and, without REDIS_URL, the worker)")
     serve.add_argument("--demo", action="store_true", help="load the demo catalog first")
+    serve.add_argument("--with-engine", action="store_true",
+                       help="also run the reference Engine on ENGINE_URL's port")  # fmt: skip
+    sub.add_parser("worker", help="run an arq worker (needs REDIS_URL)")
+    _add_engine_parser(sub)
     proj = sub.add_parser("projections", help="inspect or rebuild the read tables")
     proj_sub = proj.add_subparsers(dest="action", required=True)
     proj_sub.add_parser("status", help="position and lag of each projection")
@@ -132,8 +207,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deduction: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
+    if args.command == "worker":
+        try:
+            return _worker(settings)
+        except LookupError as e:
+            print(f"deduction: {e}", file=sys.stderr)
+            return 2
     if args.command == "serve":
-        coro = _serve(settings, args.demo)
+        coro = _serve(settings, args.demo, args.with_engine)
+    elif args.command == "engine":
+        coro = _engine(args)
     elif args.command == "projections" and args.action == "status":
         coro = _projections_status(settings)
     elif args.command == "projections":

@@ -20,6 +20,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Where the embedded PostgreSQL keeps its files."""
     redis_url: str | None = None
     """Redis URL for arq workers; unset means: run jobs in-process inside `deduction serve`."""
+    worker_queue: str = "deduction:queue"
+    """arq queue name; also prefixes job ids, so deployments can share one Redis."""
     engine_url: str = "http://localhost:8080"
     """Base URL of the Engine service."""
     engine_timeout: float = 30.0
@@ -47,6 +49,7 @@ _ENV_NAMES = {
     "database_url": "DATABASE_URL",
     "data_dir": "DEDUCTION_DATA_DIR",
     "redis_url": "REDIS_URL",
+    "worker_queue": "WORKER_QUEUE",
     "engine_url": "ENGINE_URL",
     "engine_timeout": "ENGINE_TIMEOUT",
     "engine_unreachable_deadline": "ENGINE_UNREACHABLE_DEADLINE",

@@ -1,0 +1,76 @@
+"""Runs the jobs inside `deduction serve` when there is no Redis: an asyncio queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import structlog
+
+from deduction.adapters.worker.jobs import JOBS, job_timeout
+from deduction.config import Settings
+
+log = structlog.get_logger(__name__)
+Key = tuple[str, int | None]
+PURGE_EVERY = 3600.0
+
+
+class InProcessWorker:
+    """A queue of (job, task) keys; a key already queued or running is not queued again,
+    so one task is never polled (or submitted, stopped, updated) twice at once."""
+
+    def __init__(self, settings: Settings, concurrency: int = 8) -> None:
+        self.settings, self._concurrency = settings, concurrency
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._pending: set[Key] = set()  # queued or running
+        self._timeout = job_timeout(settings.engine_timeout)
+        self.ctx: dict[str, Any] = {}
+        self.done = 0
+
+    async def enqueue(self, job: str, task_id: int | None = None) -> bool:
+        if job not in JOBS:
+            raise LookupError(f"no job named {job!r}")
+        key = (job, task_id)
+        if key in self._pending:
+            return False
+        self._pending.add(key)
+        self._queue.put_nowait(key)
+        return True
+
+    async def _consume(self) -> None:
+        while True:
+            key = await self._queue.get()
+            job, task_id = key
+            args = () if task_id is None else (task_id,)
+            try:
+                await asyncio.wait_for(JOBS[job](self.ctx, *args), self._timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - a failed job must not stop the worker
+                log.warning("job.failed", job=job, task_id=task_id, error=f"{type(e).__name__}: {e}")
+            finally:
+                self._pending.discard(key)
+                self.done += 1
+
+    async def _every(self, seconds: float, job: str) -> None:
+        while True:
+            await self.enqueue(job)
+            await asyncio.sleep(seconds)
+
+    @contextlib.asynccontextmanager
+    async def running(self, ctx: dict[str, Any]) -> AsyncIterator[InProcessWorker]:
+        """Run consumers, the sweep (unless TASK_POLL_ENABLED is false) and the hourly purge."""
+        self.ctx = ctx
+        tasks = [asyncio.create_task(self._consume()) for _ in range(self._concurrency)]
+        tasks.append(asyncio.create_task(self._every(PURGE_EVERY, "purge_logs")))
+        if self.settings.task_poll_enabled:
+            tasks.append(asyncio.create_task(self._every(self.settings.task_poll_interval, "sweep")))
+        log.info("worker.started", mode="in-process", sweep=self.settings.task_poll_enabled)
+        try:
+            yield self
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,186 @@
+"""arq workers as real processes on real Redis: crash recovery and one poller per task."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+import redis.asyncio as aioredis
+from arq.connections import RedisSettings, create_pool
+
+from deduction.adapters.worker import arq_enqueuer
+from deduction.bootstrap import Services, open_dispatch, open_services
+from deduction.catalog_seed import demo_catalog, load_catalog
+from tests.conftest import Api
+from tests.conftest import test_settings as settings_for
+from tests.e2e.test_flow_engine import PLAN_TASK, TASK, _logs_match
+from tests.engine_support import LiveEngine, live_engine, wait_until
+
+pytestmark = pytest.mark.redis
+BIN = Path(sys.executable).with_name("deduction")
+
+
+class Workers:
+    """`deduction worker` processes sharing one queue; their logs go to files."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs = env, logs
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> int:
+        n = len(self.procs)
+        out = (self.logs / f"worker{n}.log").open("wb")
+        proc = subprocess.Popen([str(BIN), "worker"], env=self.env, stdout=out, stderr=out)
+        self.procs.append(proc)
+        return n
+
+    def log(self, n: int) -> str:
+        return (self.logs / f"worker{n}.log").read_text(errors="replace")
+
+    async def started(self, n: int) -> None:
+        async def up() -> bool:
+            assert self.procs[n].poll() is None, self.log(n)
+            return "worker.started" in self.log(n)
+
+        await wait_until(up, timeout=20, interval=0.1)
+
+    def kill(self, n: int) -> None:
+        self.procs[n].send_signal(signal.SIGKILL)
+        self.procs[n].wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+async def live(request: pytest.FixtureRequest) -> AsyncIterator[LiveEngine]:
+    async with live_engine(**getattr(request, "param", {})) as engine:
+        yield engine
+
+
+@pytest.fixture
+def queue() -> str:
+    return f"dtest:{uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def services(
+    db_url: str, live: LiveEngine, redis_url: str, queue: str
+) -> AsyncIterator[Services]:
+    """The API process: REDIS_URL set, so it only enqueues; the workers run elsewhere."""
+    settings = settings_for(db_url, engine_url=live.url, redis_url=redis_url, worker_queue=queue)
+    async with open_services(settings) as s, open_dispatch(s):
+        position = await s.run_sync(load_catalog, s.app, demo_catalog())
+        assert await s.runner.wait_for(position, 10)
+        yield s
+    client = aioredis.from_url(redis_url)
+    keys = [k async for k in client.scan_iter(match=f"*{queue}*")]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def workers(
+    db_url: str, live: LiveEngine, redis_url: str, queue: str, tmp_path: Path
+) -> Iterator[Workers]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CI",)}
+    env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, WORKER_QUEUE=queue, ENGINE_URL=live.url,
+               ENGINE_TIMEOUT="1", TASK_POLL_INTERVAL="1", LOG_LEVEL="INFO")  # fmt: skip
+    pool = Workers(env, tmp_path)
+    yield pool
+    pool.stop_all()
+
+
+async def _create(api: Api, name: str) -> int:
+    status, body = await api.call("POST", f"{TASK}/create", json={**PLAN_TASK, "name": name})
+    assert status == 200, body
+    return int(body["data"]["task_id"])
+
+
+async def _detail(api: Api, task_id: int) -> dict[str, Any]:
+    status, body = await api.call("GET", f"{TASK}/{task_id}")
+    assert status == 200, body
+    return dict(body["data"])
+
+
+@pytest.mark.parametrize("live", [{"duration_min": 4, "duration_max": 5}], indirect=True)
+async def test_a_worker_killed_mid_poll_loses_and_duplicates_nothing(
+    api: Api, live: LiveEngine, workers: Workers
+) -> None:
+    first = workers.start()
+    await workers.started(first)
+    task_id = await _create(api, "killed-mid-poll")
+
+    async def logging() -> bool:
+        detail = await _detail(api, task_id)
+        return detail["status"] == "running" and all(
+            a["engine_agent_id"] for a in detail["agent_executions"])  # fmt: skip
+
+    await wait_until(logging, timeout=15)
+    live.engine.knobs.latency = 0.6  # every Engine call now takes a while: polls are long
+
+    async def mid_poll() -> bool:
+        return live.engine.active > 0
+
+    await wait_until(mid_poll, timeout=10, interval=0.01)
+    workers.kill(first)
+    live.engine.knobs.latency = 0.0
+    second = workers.start()
+    await workers.started(second)
+
+    async def completed() -> dict[str, Any] | None:
+        detail = await _detail(api, task_id)
+        return detail if detail["status"] == "completed" else None
+
+    task = await wait_until(completed, timeout=40, interval=0.2)
+    await wait_until(lambda: _logs_match(api, live, task), timeout=10)
+    assert live.engine.stats["runs"] == 1
+    assert "task.polled" in workers.log(second)
+
+
+@pytest.mark.parametrize(
+    "live", [{"duration_min": 2, "duration_max": 2.5, "latency": 0.1}], indirect=True
+)
+async def test_two_workers_never_poll_one_task_at_once(
+    api: Api, live: LiveEngine, workers: Workers, redis_url: str, queue: str
+) -> None:
+    for n in (workers.start(), workers.start()):
+        await workers.started(n)
+    task_ids = [await _create(api, f"two-workers-{i}") for i in range(4)]
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    enqueue = arq_enqueuer(redis, queue)
+
+    jitter = random.Random(5)
+
+    async def all_done() -> bool:
+        for task_id in task_ids:  # keep asking for polls: the job id lets one through at a time
+            await enqueue("poll_task", task_id)
+            await asyncio.sleep(jitter.uniform(0, 0.05))  # so neither worker is always first
+        details = [await _detail(api, t) for t in task_ids]
+        return all(d["status"] == "completed" for d in details)
+
+    try:
+        await wait_until(all_done, timeout=40, interval=0.01)
+    finally:
+        await redis.aclose()
+    assert max(live.engine.max_in_flight.values()) == 1
+    assert live.engine.stats["status"] > 2 * len(task_ids)
+    polled = [workers.log(n).count("task.polled") for n in range(2)]
+    assert all(p > 0 for p in polled), polled
