@@ -101,7 +101,8 @@ async def drive_task(api: Api, task_id: int, *statuses: str) -> None:
         app = api.services.app
         task = app.get_task(task_id)
         for status in statuses:
-            task.change_status(status, "the Engine reported a failure" if status == "failed" else None, "engine")
+            reason = "the Engine reported a failure" if status == "failed" else None
+            task.change_status(status, reason, "engine")
         return max(r.notification.id for r in app.save(task))
 
     position = await api.services.run_sync(change)

@@ -71,17 +71,22 @@ async def test_unknown_entries_are_404(api: Api) -> None:
 async def test_catalog_input_is_validated_and_bad_input_changes_nothing(api: Api) -> None:
     """Names beyond the table's width, bad ids, unknown fields and NUL in config: 422."""
     before = await event_head(api)
+    meta = {"id": 1, "name": "n", "load": "l"}
     cases = [
-        ("agent-metas", {"id": 1, "name": "n" * 65, "load": "l"}, "name must have at most 64 characters"),
-        ("agent-metas", {"id": 1, "name": "n", "load": "l" * 129}, "load must have at most 128 characters"),
-        ("agent-metas", {"id": 0, "name": "n", "load": "l"}, "id must be between 1 and 9007199254740991"),
-        ("agent-metas", {"id": "1", "name": "n", "load": "l"}, "id must be an integer, not a string"),
+        ("agent-metas", {**meta, "name": "n" * 65}, "name must have at most 64 characters"),
+        ("agent-metas", {**meta, "load": "l" * 129}, "load must have at most 128 characters"),
+        ("agent-metas", {**meta, "id": 0}, "id must be between 1 and 9007199254740991"),
+        ("agent-metas", {**meta, "id": "1"}, "id must be an integer, not a string"),
         ("schemes", {"id": 1, "name": "n" * 129}, "name must have at most 128 characters"),
         ("schemes", {"id": 1, "name": "n", "config": []}, "config must be an object, not an array"),
         ("schemes", {"id": 1, "name": "n", "owner": "me"}, "owner is not a known field"),
-        ("env-instances", {"id": 1, "name": "n", "config": {"k": "\x00"}}, "config.k must not contain NUL characters (\\u0000)"),
+        (
+            "env-instances",
+            {"id": 1, "name": "n", "config": {"k": "\x00"}},
+            "config.k must not contain NUL characters (\\u0000)",
+        ),
         ("env-instances", {"name": "n"}, "id is required"),
-    ]  # fmt: skip
+    ]
     for kind, payload, message in cases:
         status, body = await api.call("POST", f"{CATALOG}/{kind}", json=payload)
         assert (status, body["message"]) == (422, message), payload
@@ -105,8 +110,10 @@ async def test_lists_page_in_id_order(api: Api) -> None:
 
 async def test_registered_entries_are_usable_by_a_new_task(api: Api) -> None:
     """A task made from freshly registered entries copies their names and snapshot."""
-    await api.call("POST", f"{CATALOG}/agent-metas", json={"id": 3, "name": "Scout", "load": "scout"})
-    await api.call("POST", f"{CATALOG}/schemes", json={"id": 4, "name": "drill", "config": {"r": 1}})
+    scout = {"id": 3, "name": "Scout", "load": "scout"}
+    await api.call("POST", f"{CATALOG}/agent-metas", json=scout)
+    drill = {"id": 4, "name": "drill", "config": {"r": 1}}
+    await api.call("POST", f"{CATALOG}/schemes", json=drill)
     await api.call("POST", f"{CATALOG}/env-instances", json={"id": 6, "name": "lab"})
     payload = plan_task(scheme_id=4, env_instance_id=6)
     payload["agent_configs"] = [{"agent_meta_id": 3, "side": "red", "params": {}}]

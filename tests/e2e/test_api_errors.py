@@ -59,8 +59,14 @@ WRONG_TYPES = [
         with_agent(agent_meta_id="10001"),
         "agent_configs[0].agent_meta_id must be an integer, not a string",
     ),
-    (with_agent(agent_meta_id=10001.0), "agent_configs[0].agent_meta_id must be an integer, not a number"),
-    (with_agent(agent_meta_id=True), "agent_configs[0].agent_meta_id must be an integer, not a boolean"),
+    (
+        with_agent(agent_meta_id=10001.0),
+        "agent_configs[0].agent_meta_id must be an integer, not a number",
+    ),
+    (
+        with_agent(agent_meta_id=True),
+        "agent_configs[0].agent_meta_id must be an integer, not a boolean",
+    ),
     (plan_task(scheme_id=1.5), "scheme_id must be an integer, not a number"),
     (plan_task(name=7), "name must be a string, not an integer"),
     (plan_task(description=["a"]), "description must be a string or null, not an array"),
@@ -122,7 +128,8 @@ async def test_lengths_and_characters_are_checked(catalog: Api, baseline: int) -
         assert (status, body["message"]) == (422, message)
     await assert_unchanged(catalog, baseline)
 
-    status, _ = await catalog.call("POST", CREATE, json=plan_task(name="n" * 128, description="d" * 512))
+    longest = plan_task(name="n" * 128, description="d" * 512)
+    status, _ = await catalog.call("POST", CREATE, json=longest)
     assert status == 200
 
 
@@ -134,7 +141,8 @@ async def test_deeply_nested_params_are_refused(catalog: Api, baseline: int) -> 
     status, body = await catalog.call("POST", CREATE, json=with_agent(params=nested))
     assert status == 422 and "nested deeper than 32 levels" in body["message"]
 
-    absurd = b'{"name": "x", "agent_configs": [{"params": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    depth = 100_000
+    absurd = b'{"name": "x", "agent_configs": [{"params": ' + b"[" * depth + b"]" * depth + b"}]}"
     status, body = await post_raw(catalog, CREATE, absurd)
     assert status == 400 and body["code"] == 400
     await assert_unchanged(catalog, baseline)
@@ -222,7 +230,8 @@ async def test_operator_header_is_validated(catalog: Api, baseline: int) -> None
         assert (status, body["message"]) == (422, message)
         assert body["data"]["errors"] == [{"field": "X-Operator", "message": message}]
     await assert_unchanged(catalog, baseline)
-    status, _ = await catalog.call("POST", CREATE, json=plan_task(), headers={"X-Operator": "o" * 64})
+    longest = {"X-Operator": "o" * 64}
+    status, _ = await catalog.call("POST", CREATE, json=plan_task(), headers=longest)
     assert status == 200
 
 

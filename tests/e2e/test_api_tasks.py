@@ -11,6 +11,7 @@ from tests.e2e.conftest import TASK, create_task, drive_task, event_head, plan_t
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 EXECUTION = "/api/v1/deduction/agent-execution"
+STEALTH = {"attack_strategy": "stealth"}
 TASK_FIELDS = {
     "id", "name", "description", "status", "scheme_id", "env_instance_id", "engine_task_id",
     "engine_url", "scheme_snapshot", "start_time", "end_time", "total_agents",
@@ -25,7 +26,7 @@ EXECUTION_FIELDS = {
 
 
 async def test_create_answers_with_the_plans_data(catalog: Api) -> None:
-    """POST /task/create with the plan's payload answers 200 with task_id, status and create_time."""
+    """The plan's create payload answers 200 with task_id, status and create_time."""
     status, body = await catalog.call("POST", f"{TASK}/create", json=plan_task())
 
     assert status == 200
@@ -192,7 +193,7 @@ async def test_update_merges_params_and_answers_updated_count(
 ) -> None:
     """Keys given replace, other keys stay; the other agent is untouched."""
     red, blue = task["agent_executions"]
-    update = {"agent_configs": [{"agent_execution_id": red["id"], "params": {"attack_strategy": "stealth"}}]}
+    update = {"agent_configs": [{"agent_execution_id": red["id"], "params": STEALTH}]}
 
     status, body = await catalog.call("PUT", f"{TASK}/{task['id']}/update", json=update)
 
@@ -209,7 +210,7 @@ async def test_history_shows_old_and_new_params_with_the_operator(
 ) -> None:
     """An update is in the history as config_update with old value, new value and operator."""
     red = task["agent_executions"][0]
-    update = {"agent_configs": [{"agent_execution_id": red["id"], "params": {"attack_strategy": "stealth"}}]}
+    update = {"agent_configs": [{"agent_execution_id": red["id"], "params": STEALTH}]}
     await catalog.call(
         "PUT", f"{TASK}/{task['id']}/update", json=update, headers={"X-Operator": "alice"}
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -87,7 +86,10 @@ class LiveServer:
     async def _seed(self, services: Services) -> None:
         app = services.app
         await services.run_sync(load_catalog, app, demo_catalog())
-        agents = [AgentConfig(10001, "red", {"attack_strategy": "aggressive"}), AgentConfig(10002, "blue", {})]
+        agents = [
+            AgentConfig(10001, "red", {"attack_strategy": "aggressive"}),
+            AgentConfig(10002, "blue", {}),
+        ]
         running = await services.command(
             app.create_task, NewTask("seeded", "with logs", 1234567890, 9876543210, agents), "seed"
         )

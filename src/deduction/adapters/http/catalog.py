@@ -71,7 +71,7 @@ class AgentMetaController(Controller):
         data: Annotated[AgentMetaCreate, BodyKwarg(media_type=RequestEncodingType.JSON)],
         operator: Operator = "anonymous",
     ) -> AgentMetaResponse:
-        """Register an agent the Engine can load, under an id chosen by the caller (409 if taken)."""
+        """Register an agent the Engine can load, under the caller's id (409 if taken)."""
         body = await strict_body(request, AgentMetaCreate)
         app = services.app
         await services.command(
@@ -109,7 +109,8 @@ class SchemeController(Controller):
         """Register a scheme; tasks store a snapshot of it when they are created."""
         body = await strict_body(request, SchemeCreate)
         check_json(body.config, "config")
-        await services.command(services.app.create_scheme, body.id, body.name, body.config, operator)
+        app = services.app
+        await services.command(app.create_scheme, body.id, body.name, body.config, operator)
         return ok(await _entry(services, views.Scheme, "scheme", body.id), code=CREATED)
 
     @get("/", operation_id="listSchemes", responses=_LIST_ERRORS)

@@ -1,4 +1,4 @@
-"""Dependencies the controllers share: the services, and follow-up dispatch that never fails a request."""
+"""What the controllers share: the services, and dispatch of follow-up work to the worker."""
 
 from __future__ import annotations
 

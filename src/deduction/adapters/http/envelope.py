@@ -13,7 +13,7 @@ Timestamp = Annotated[
     str,
     msgspec.Meta(
         extra_json_schema={
-            "description": "RFC 3339 time in UTC with microseconds, e.g. 2025-11-12T10:30:00.000000Z",
+            "description": "RFC 3339 UTC time with microseconds: 2025-11-12T10:30:00.000000Z",
             "extra": {"format": "date-time"},
         }
     ),

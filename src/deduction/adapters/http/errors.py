@@ -105,8 +105,10 @@ def on_http(request: AnyRequest, exc: HTTPException) -> Response[ErrorEnvelope]:
     elif isinstance(exc, NotFoundException) and exc.detail == HTTPStatus.NOT_FOUND.phrase:
         message = f"no endpoint at {request.method} {request.url.path}"
     elif isinstance(exc, MethodNotAllowedException):
-        allowed = (exc.headers or {}).get("allow", "")
+        raw = (exc.headers or {}).get("allow", "")
+        allowed = ", ".join(sorted(m.strip() for m in raw.split(",") if m.strip()))
         message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        return error(code, message, headers={"Allow": allowed})
     elif code == 400 and ("JSON" in exc.detail or "truncated" in exc.detail):
         message = f"request body is not valid JSON: {exc.detail}"
     else:

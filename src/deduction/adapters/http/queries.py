@@ -46,7 +46,8 @@ async def task(conn: Conn, task_id: int) -> Row | None:
 
 
 async def task_exists(conn: Conn, task_id: int) -> bool:
-    return bool(await _scalar(conn, sql.SQL("SELECT 1 FROM deduction_task WHERE id = %s"), [task_id]))
+    query = sql.SQL("SELECT 1 FROM deduction_task WHERE id = %s")
+    return bool(await _scalar(conn, query, [task_id]))
 
 
 async def execution_exists(conn: Conn, execution_id: int) -> bool:
@@ -60,7 +61,8 @@ async def task_page(
     """Newest first: ids are allocated in creation order, so `id DESC` is the stable order."""
     where = sql.SQL("WHERE status = %(status)s") if status else sql.SQL("")
     params = {"status": status, "limit": size, "offset": (page - 1) * size}
-    total = await _scalar(conn, sql.SQL("SELECT count(*) FROM deduction_task {}").format(where), params)
+    count = sql.SQL("SELECT count(*) FROM deduction_task {}").format(where)
+    total = await _scalar(conn, count, params)
     rows = await _all(
         conn,
         sql.SQL(
