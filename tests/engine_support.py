@@ -1,4 +1,4 @@
-"""Helpers for the Engine tests: a reference Engine on a loopback port, bounded waits, log multisets."""
+"""Engine test helpers: a reference Engine on a loopback port, bounded waits, log multisets."""
 
 from __future__ import annotations
 
@@ -108,7 +108,9 @@ async def settled(services: Services) -> None:
     assert row is not None and await services.runner.wait_for(row[0], 10)
 
 
-async def stored_multiset(conn: AsyncConnection[Any], execution_id: int) -> Counter[tuple[Any, ...]]:
+async def stored_multiset(
+    conn: AsyncConnection[Any], execution_id: int
+) -> Counter[tuple[Any, ...]]:
     cur = await conn.execute(
         "SELECT timestamp, level, message, source, extra_data FROM agent_execution_log"
         " WHERE agent_execution_id = %s",

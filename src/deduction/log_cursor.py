@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from deduction.ports import EngineLogLine
+from deduction.ports import EngineLogLine, without_nul
 
 SINCE_OVERLAP = timedelta(milliseconds=1)
 MAX_MESSAGE_CHARS = 65_536
@@ -91,20 +91,10 @@ def _text(value: Any, limit: int) -> str:
     return text
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_clean(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
-
-
 def _extra(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    extra = _clean(value if isinstance(value, dict) else {"value": value})
+    extra = without_nul(value if isinstance(value, dict) else {"value": value})
     encoded = _canonical.encode(extra)
     if len(encoded) > MAX_EXTRA_BYTES:
         return {"truncated": True, "preview": encoded[:1000].decode("utf-8", "replace")}
@@ -117,7 +107,7 @@ def normalise(raw: EngineLogLine) -> Line | None:
         ts = parse_ts(raw.timestamp)
     except (ValueError, TypeError, OverflowError, OSError):
         return None
-    level = (raw.level or "INFO").strip().upper() or "INFO"
+    level = without_nul((raw.level or "INFO").strip().upper()) or "INFO"
     level = LEVEL_ALIASES.get(level, level)[:MAX_LEVEL_CHARS]
     source = None if raw.source is None else _text(raw.source, MAX_SOURCE_CHARS)[:MAX_SOURCE_CHARS]
     return {

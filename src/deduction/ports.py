@@ -41,6 +41,7 @@ _STATUS_ALIASES = {
     "cancelled": "stopped", "canceled": "stopped", "killed": "stopped", "aborted": "stopped",
 }  # fmt: skip
 MAX_ENGINE_ID = 128  # the read tables' engine id columns are varchar(128)
+MAX_RESULT_BYTES = 65_536
 
 
 def engine_status(raw: str) -> str:
@@ -51,9 +52,20 @@ def engine_status(raw: str) -> str:
 
 def _engine_id(value: str | int, what: str) -> str:
     text = str(value)
-    if not 0 < len(text) <= MAX_ENGINE_ID:
-        raise ValueError(f"{what} must have 1..{MAX_ENGINE_ID} characters")
+    if not 0 < len(text) <= MAX_ENGINE_ID or "\x00" in text:
+        raise ValueError(f"{what} must have 1..{MAX_ENGINE_ID} characters and no NUL")
     return text
+
+
+def without_nul(value: Any) -> Any:
+    """The value with NUL characters replaced: PostgreSQL text and jsonb cannot hold them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {without_nul(str(k)): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
 
 
 class EngineAgent(msgspec.Struct):
@@ -61,17 +73,27 @@ class EngineAgent(msgspec.Struct):
 
     engine_agent_id: str | int
     status: str
-    progress: int | float = 0
-    result: dict[str, Any] | None = None
-    error: str | None = None
+    progress: int | float | None = 0
+    result: Any = None
+    error: Any = None
     ref: str | int | None = None  # extra: our execution id, echoed back
 
     def __post_init__(self) -> None:
         self.engine_agent_id = _engine_id(self.engine_agent_id, "engine_agent_id")
         self.status = engine_status(self.status)
-        self.progress = max(0, min(100, int(self.progress)))
+        self.progress = max(0, min(100, int(self.progress or 0)))
+        if self.result is not None:
+            result = without_nul(self.result if isinstance(self.result, dict)
+                                 else {"value": self.result})  # fmt: skip
+            encoded = msgspec.json.encode(result)
+            if len(encoded) > MAX_RESULT_BYTES:
+                result = {"truncated": True, "preview": encoded[:1000].decode("utf-8", "replace")}
+            self.result = result
         if self.error is not None:
-            self.error = self.error[:2000]
+            error = without_nul(self.error)
+            if not isinstance(error, str):
+                error = msgspec.json.encode(error).decode()
+            self.error = error[:2000]
 
 
 class EngineTaskStatus(msgspec.Struct):

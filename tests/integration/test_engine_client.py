@@ -1,4 +1,4 @@
-"""HttpEngine against a real HTTP server that answers what each test scripts (the Engine is untrusted)."""
+"""HttpEngine against a real HTTP server scripted per test (the Engine is untrusted)."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ class Scripted:
         self.replies = deque(replies)
 
     async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
         self.requests.append({"method": request.method, "path": request.raw_path,
-                              "headers": dict(request.headers), "body": await request.read()})  # fmt: skip
+                              "headers": dict(request.headers), "body": body})  # fmt: skip
         status, body, delay = self.replies[0] if len(self.replies) == 1 else self.replies.popleft()
         await asyncio.sleep(delay)
         return web.Response(status=status, body=body, content_type="application/json")
@@ -91,18 +92,22 @@ async def test_status_decodes_loose_fields_and_maps_status_words(server, session
     scripted.script(ok({"status": "RUNNING", "agents": [
         {"engine_agent_id": 7, "status": "Success", "progress": 250.7, "vendor": [1]},
         {"engine_agent_id": "b", "status": "warming-up"},
+        {"engine_agent_id": "c", "status": "error", "progress": None, "error": {"code": "x\u0000"},
+         "result": "partial"},
     ]}))  # fmt: skip
     status = await HttpEngine(session, url, 2).task_status("t/1")
     assert scripted.requests[0]["path"] == "/engine/task/t%2F1/status"
     assert status.status == "running"
     assert [(a.engine_agent_id, a.status, a.progress) for a in status.agents] == [
-        ("7", "completed", 100), ("b", "running", 0)]  # fmt: skip
+        ("7", "completed", 100), ("b", "running", 0), ("c", "failed", 0)]  # fmt: skip
+    assert status.agents[2].error == '{"code":"x\ufffd"}'  # no NUL reaches PostgreSQL
+    assert status.agents[2].result == {"value": "partial"}
 
 
 @pytest.mark.parametrize(
     "body",
     [b"not json", b'{"status": "running", "agents": "many"}', b'{"agents": []}',
-     b'{"status": "running", "agents": [{"engine_agent_id": "' + b"x" * 200 + b'", "status": "r"}]}'],
+     b'{"status": "running", "agents": [{"engine_agent_id": "%s", "status": "r"}]}' % (b"x" * 200)],
     ids=["garbage", "wrong-type", "missing-field", "id-too-long"],
 )  # fmt: skip
 async def test_a_malformed_answer_is_a_protocol_error(server, session, body: bytes) -> None:

@@ -90,11 +90,16 @@ async def test_a_failed_agent_is_restarted_up_to_max_retry_then_fails_the_task(
     task = services.app.get_task(task_id)
     execution = services.app.get_execution(task.execution_ids[0])
     assert (execution.status, execution.retry_count) == ("failed", 2)
-    assert "RedTeamAgent" in task.error_message and str(execution.execution_id) in task.error_message
+    assert "RedTeamAgent" in task.error_message
+    assert str(execution.execution_id) in task.error_message
     await settled(services)
-    row = await _row(services, "SELECT count(*) FILTER (WHERE change_description LIKE '%%restarted%%'),"
-                     " count(*) FILTER (WHERE change_description LIKE '%%retrying%%')"
-                     " FROM deduction_task_history WHERE deduction_task_id = %s", task_id)  # fmt: skip
+    row = await _row(
+        services,
+        "SELECT count(*) FILTER (WHERE change_description LIKE '%%restarted%%'),"
+        " count(*) FILTER (WHERE change_description LIKE '%%retrying%%')"
+        " FROM deduction_task_history WHERE deduction_task_id = %s",
+        task_id,
+    )
     assert row == (2, 2)
 
 

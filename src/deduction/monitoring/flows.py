@@ -1,4 +1,4 @@
-"""TaskMonitor: talks to the Engine for one task at a time and hands what it learnt to the reports."""
+"""TaskMonitor: talks to the Engine about one task and hands what it learnt to the reports."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from deduction.monitoring.reports import (
-    EngineReports,
+from deduction.monitoring.findings import (
     ExecutionPlan,
     Outcome,
     PollPlan,
@@ -17,6 +16,7 @@ from deduction.monitoring.reports import (
     match_agents,
     utc_now,
 )
+from deduction.monitoring.reports import EngineReports
 from deduction.ports import (
     Engine,
     EngineError,
@@ -53,7 +53,8 @@ class TaskMonitor:
     async def submit_task(self, task_id: int) -> Outcome | None:
         """Submit a pending task; "submission requested" is saved before the Engine is called."""
         if self.engine.circuit_open():
-            error = EngineUnavailableError("the Engine is failing: circuit open", _since(self.engine))
+            since = _since(self.engine)
+            error = EngineUnavailableError("the Engine is failing: circuit open", since)
             return await self._run(self.reports.record_submission_failed, task_id, error)
         plan = await self._run(self.reports.request_submission, task_id)
         if plan is None:
@@ -93,10 +94,14 @@ class TaskMonitor:
         report.restart_supported = getattr(self.engine, "restart_supported", None)
         report.logs = await self._fetch_logs(plan, engine_ids)
         outcome: Outcome = await self._run(self.reports.record_poll, report)
-        log.info("task.polled", task_id=task_id, status=outcome.status, lines=outcome.lines)
+        log.debug("task.polled", task_id=task_id, status=outcome.status, lines=outcome.lines)
+        if not plan.ended and outcome.status in ("completed", "failed", "stopped"):
+            log.info("task.ended", task_id=task_id, status=outcome.status)
         return outcome
 
-    async def _restart_due(self, plan: PollPlan, matched: dict[int, Any], report: PollReport) -> None:
+    async def _restart_due(
+        self, plan: PollPlan, matched: dict[int, Any], report: PollReport
+    ) -> None:
         now = utc_now()
         for ex in plan.executions:
             agent = matched[ex.execution_id]
@@ -123,7 +128,7 @@ class TaskMonitor:
         """Logs of every paired agent not drained yet; a failed fetch is retried next poll."""
         wanted = [ex for ex in plan.executions if engine_ids[ex.execution_id] and not ex.drained]
         results = await asyncio.gather(
-            *(self._logs_of(ex, engine_ids[ex.execution_id]) for ex in wanted)  # type: ignore[arg-type]
+            *(self._logs_of(ex, str(engine_ids[ex.execution_id])) for ex in wanted)
         )
         return {ex.execution_id: lines for ex, lines in zip(wanted, results) if lines is not None}
 
@@ -150,7 +155,8 @@ class TaskMonitor:
             except EngineError as e:
                 log.warning("task.update_failed", task_id=task_id, error=str(e))
                 break
-            outcome = await self._run(self.reports.record_update_delivered, task_id, plan.update_ids)
+            record = self.reports.record_update_delivered
+            outcome = await self._run(record, task_id, plan.update_ids)
             log.info("task.update_delivered", task_id=task_id, updates=plan.update_ids)
         return outcome
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 import structlog
@@ -14,13 +14,22 @@ from deduction.application import DeductionApp
 from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
 from deduction.domain.logs import log_stream_id
 from deduction.log_cursor import Cursor, advance, batches, ingest
+from deduction.monitoring.findings import (
+    ExecutionPlan,
+    Outcome,
+    PollPlan,
+    PollReport,
+    SubmitPlan,
+    UpdatePlan,
+    iso,
+    match_agents,
+    utc_now,
+)
 from deduction.ports import (
     EngineAgent,
     EngineError,
     EngineLogLine,
-    EngineProtocolError,
     EngineRejectedError,
-    EngineTaskStatus,
     EngineUnavailableError,
 )
 
@@ -29,94 +38,9 @@ T = TypeVar("T")
 _ATTEMPTS = 5
 
 
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class ExecutionPlan:
-    execution_id: int
-    engine_agent_id: str | None
-    ended: bool
-    awaiting_restart: bool
-    retry_count: int
-    failed_at: datetime | None  # when the failed attempt was recorded (restart backoff)
-    since: str | None
-    drained: bool
-
-
-@dataclass(frozen=True)
-class PollPlan:
-    task_id: int
-    engine_task_id: str
-    ended: bool
-    stop_pending: bool
-    executions: list[ExecutionPlan]  # in submission order
-    # The aggregates and log cursors the plan was made from: the poll's first save attempt
-    # reuses them (a concurrent change makes that save conflict, and the retry reloads).
-    loaded: Any = field(default=None, repr=False, compare=False)
-
-
-@dataclass
-class PollReport:
-    """Everything one poll learnt about a task."""
-
-    task_id: int
-    plan: PollPlan | None = None
-    status: EngineTaskStatus | None = None
-    error: EngineError | None = None
-    logs: dict[int, list[EngineLogLine]] = field(default_factory=dict)
-    restarted: set[int] = field(default_factory=set)
-    cannot_restart: dict[int, str] = field(default_factory=dict)
-    restart_supported: bool | None = None
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """The task after a command: what follow-up work it needs."""
-
-    position: int
-    status: str
-    needs_stop: bool = False
-    pending_updates: bool = False
-    lines: int = 0
-
-
-@dataclass(frozen=True)
-class SubmitPlan:
-    task_id: int
-    payload: dict[str, Any]
-    included_updates: list[int]
-
-
-@dataclass(frozen=True)
-class UpdatePlan:
-    engine_task_id: str
-    payload: dict[str, Any]
-    update_ids: list[int]
-
-
-def match_agents(execution_ids: list[int], agents: list[EngineAgent]) -> dict[int, EngineAgent]:
-    """Pair reported agents with executions: by echoed `ref` when every agent has one, else by
-    position (a 4.1 Engine lists agents in the order they were submitted)."""
-    if agents and all(a.ref is not None for a in agents):
-        by_ref = {str(a.ref): a for a in agents}
-        if set(by_ref) == {str(i) for i in execution_ids}:
-            return {i: by_ref[str(i)] for i in execution_ids}
-    if len(agents) != len(execution_ids):
-        raise EngineProtocolError(
-            f"the Engine reported {len(agents)} agents for {len(execution_ids)} submitted",
-            iso(utc_now()),
-        )
-    return dict(zip(execution_ids, agents))
-
-
 class EngineReports:
-    """The service layer for Engine reports: load aggregates, apply, save once, retry on conflict."""
+    """The service layer for Engine reports: load aggregates, apply, save once; on a
+    concurrency conflict, reload and apply again."""
 
     def __init__(
         self,
@@ -325,10 +249,12 @@ class EngineReports:
     def _apply_agent(self, ex: AgentExecution, agent: EngineAgent, report: PollReport) -> None:
         eid = ex.execution_id
         if eid in report.cannot_restart:
-            ex.change_status("failed", "engine",
-                             error=f"{ex.error or 'failed'} (not retried: {report.cannot_restart[eid]})")
-            return  # fmt: skip
-        if eid in report.restarted or (ex.awaiting_restart and agent.status in ("pending", "running")):
+            why = report.cannot_restart[eid]
+            error = f"{ex.error or 'failed'} (not retried: {why})"
+            ex.change_status("failed", "engine", error=error)
+            return
+        back = ex.awaiting_restart and agent.status in ("pending", "running")
+        if eid in report.restarted or back:
             ex.record_restarted()
             return  # this report predates the restart
         if ex.awaiting_restart:
@@ -361,7 +287,8 @@ class EngineReports:
         if engine_status not in ("failed", "stopped"):
             return
         for ex in executions:
-            if not ex.is_ended and not ex.awaiting_restart and ex.execution_id not in report.restarted:
+            retrying = ex.awaiting_restart or ex.execution_id in report.restarted
+            if not ex.is_ended and not retrying:
                 error = f"the Engine reported the task {engine_status}"
                 ex.change_status(engine_status, "engine",
                                  error=error if engine_status == "failed" else None)  # fmt: skip
@@ -402,6 +329,8 @@ class EngineReports:
             cursor = advance(cursor, [line for line, _ in chunk], [seq for _, seq in chunk])
             if drained and i == len(chunks) - 1:
                 cursor = replace(cursor, drained=True)
-            events.append(ExecutionLog.batch(version + 1 + i, ex.execution_id, ex.task_id,
-                                             [line for line, _ in chunk], cursor.to_dict()))  # fmt: skip
+            lines_of_chunk = [line for line, _ in chunk]
+            events.append(ExecutionLog.batch(
+                version + 1 + i, ex.execution_id, ex.task_id, lines_of_chunk, cursor.to_dict()
+            ))
         return events

@@ -20,6 +20,7 @@ from deduction.ports import (
     EngineTaskStatus,
     EngineUnavailableError,
     RestartUnsupportedError,
+    without_nul,
 )
 
 log = structlog.get_logger(__name__)
@@ -203,6 +204,10 @@ def _seg(engine_id: str) -> str:
 
 def _message(raw: bytes) -> str:
     """The human message of an error body: JSON message/error/detail, else the text."""
+    return str(without_nul(_find_message(raw)))
+
+
+def _find_message(raw: bytes) -> str:
     try:
         body = _error_body.decode(raw)
     except msgspec.DecodeError:

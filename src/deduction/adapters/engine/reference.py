@@ -210,8 +210,8 @@ async def set_knobs(request: web.Request) -> web.Response:
 
 async def get_stats(request: web.Request) -> web.Response:
     engine = _engine(request)
-    return _reply({**engine.stats, "tasks": len(engine.sim.tasks),
-                   "max_concurrent_status": max(engine.max_in_flight.values(), default=0)})  # fmt: skip
+    most = max(engine.max_in_flight.values(), default=0)
+    return _reply({**engine.stats, "tasks": len(engine.sim.tasks), "max_concurrent_status": most})
 
 
 async def emitted(request: web.Request) -> web.Response:

@@ -76,5 +76,5 @@ class RetryPolicy:
     rng: random.Random = field(default_factory=random.Random, compare=False)
 
     def delay(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2^attempt)] after failed `attempt` (0-based)."""
+        """Full jitter: uniform in [0, min(cap, base * 2^attempt)] after attempt `attempt`."""
         return self.rng.uniform(0, min(self.cap, self.base * 2**attempt))

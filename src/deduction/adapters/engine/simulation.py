@@ -121,7 +121,8 @@ class SimAgent:
             if self.fails:
                 self._emit(self.ends_at, "ERROR", f"{self.name} failed: {self.error}", "executor")
             else:
-                self._emit(self.ends_at, "INFO", f"{self.name} completed: {self.result}", "executor")
+                done = f"{self.name} completed: {self.result}"
+                self._emit(self.ends_at, "INFO", done, "executor")
 
     def _emit_step(self, at: float) -> None:
         k, rng = self.knobs, self.rng
@@ -249,7 +250,9 @@ class Simulation:
             agents.append(item)
         return {"status": task.status(now), "agents": agents}
 
-    def logs(self, engine_agent_id: str, since: str | None, limit: int | None) -> list[dict[str, Any]]:
+    def logs(
+        self, engine_agent_id: str, since: str | None, limit: int | None
+    ) -> list[dict[str, Any]]:
         agent = self.agents[engine_agent_id]
         agent.advance(self.clock())
         since_us = None if since is None else parse_us(since)
