@@ -12,7 +12,13 @@ from deduction.bootstrap import Services, open_dispatch, open_services
 from deduction.catalog_seed import demo_catalog, load_catalog
 from tests.conftest import Api
 from tests.conftest import test_settings as settings_for
-from tests.engine_support import LiveEngine, engine_multiset, live_engine, stored_multiset, wait_until
+from tests.engine_support import (
+    LiveEngine,
+    engine_multiset,
+    live_engine,
+    stored_multiset,
+    wait_until,
+)
 
 TASK = "/api/v1/deduction/task"
 PLAN_TASK: dict[str, Any] = {

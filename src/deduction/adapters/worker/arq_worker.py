@@ -50,8 +50,9 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     crons = [cron(purge_logs, name=f"{queue}:purge_logs", minute={7}, second={0},
                   run_at_startup=True, timeout=timeout)]  # fmt: skip
     if settings.task_poll_enabled:
-        crons.append(cron(sweep, name=f"{queue}:sweep", second=cron_seconds(
-            settings.task_poll_interval), minute=None, run_at_startup=True, timeout=timeout))  # fmt: skip
+        ticks = cron_seconds(settings.task_poll_interval)
+        crons.append(cron(sweep, name=f"{queue}:sweep", second=ticks, run_at_startup=True,
+                          timeout=timeout))  # fmt: skip
     return {
         "functions": [func(f, name=f.__name__, timeout=timeout, keep_result=0, max_tries=3)
                       for f in TASK_JOBS],  # fmt: skip

@@ -49,7 +49,8 @@ class InProcessWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001 - a failed job must not stop the worker
-                log.warning("job.failed", job=job, task_id=task_id, error=f"{type(e).__name__}: {e}")
+                error = f"{type(e).__name__}: {e}"
+                log.warning("job.failed", job=job, task_id=task_id, error=error)
             finally:
                 self._pending.discard(key)
                 self.done += 1
@@ -66,7 +67,8 @@ class InProcessWorker:
         tasks = [asyncio.create_task(self._consume()) for _ in range(self._concurrency)]
         tasks.append(asyncio.create_task(self._every(PURGE_EVERY, "purge_logs")))
         if self.settings.task_poll_enabled:
-            tasks.append(asyncio.create_task(self._every(self.settings.task_poll_interval, "sweep")))
+            every = self.settings.task_poll_interval
+            tasks.append(asyncio.create_task(self._every(every, "sweep")))
         log.info("worker.started", mode="in-process", sweep=self.settings.task_poll_enabled)
         try:
             yield self

@@ -1,0 +1,134 @@
+"""The sweep re-derives all pending work from the tables; retention purges read rows only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from psycopg import AsyncConnection
+
+from deduction.adapters.worker import InProcessWorker, purge_logs, sweep
+from deduction.bootstrap import Services, open_dispatch, open_services
+from deduction.domain.logs import log_stream_id
+from tests.conftest import test_settings as settings_for
+from tests.engine_support import (
+    LiveEngine,
+    create_task,
+    live_engine,
+    monitor_for,
+    plan_task,
+    run_to_end,
+    settled,
+    wait_until,
+)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, int | None]] = []
+
+    async def __call__(self, job: str, task_id: int | None = None) -> bool:
+        self.jobs.append((job, task_id))
+        return True
+
+
+async def _sweep(services: Services) -> set[tuple[str, int | None]]:
+    await settled(services)
+    recorder = Recorder()
+    await sweep({"pool": services.pool, "settings": services.settings, "enqueue": recorder})
+    return set(recorder.jobs)
+
+
+async def test_the_sweep_finds_submissions_polls_updates_and_stops(services: Services) -> None:
+    async with live_engine(duration_min=30, duration_max=30) as live, \
+            monitor_for(services, live.url) as monitor:  # fmt: skip
+        app = services.app
+        pending = await services.run_sync(create_task, app, plan_task("pending"))
+        running = await services.run_sync(create_task, app, plan_task("running"))
+        stopped = await services.run_sync(create_task, app, plan_task("stopped"))
+        for task_id in (running, stopped):
+            await monitor.submit_task(task_id)
+            await monitor.poll_task(task_id)
+        red = app.get_task(running).execution_ids[0]
+        await services.run_sync(app.update_config, running, [(red, {"x": 1})], "bob")
+        await services.run_sync(app.request_stop, stopped, "alice")
+        assert await _sweep(services) == {
+            ("submit_task", pending), ("poll_task", running), ("send_update", running),
+            ("send_stop", stopped),
+        }  # fmt: skip
+        await monitor.send_update(running)
+        await monitor.send_stop(stopped)
+        # a stopped task is read once more (its logs), then only pending and running remain
+        assert await _sweep(services) == {
+            ("submit_task", pending), ("poll_task", running), ("poll_task", stopped),
+        }  # fmt: skip
+
+
+async def test_a_crash_after_submission_requested_is_reconciled_by_the_sweep(
+    services: Services,
+) -> None:
+    async with live_engine() as live, monitor_for(services, live.url) as monitor:
+        task_id = await services.run_sync(create_task, services.app)
+        plan = await services.run_sync(monitor.reports.request_submission, task_id)
+        await monitor.engine.submit(plan.payload, str(task_id))  # then the worker dies
+        assert ("submit_task", task_id) in await _sweep(services)
+        outcome = await monitor.submit_task(task_id)
+        assert outcome is not None and outcome.status == "running"
+        assert (live.engine.stats["runs"], live.engine.stats["replays"]) == (1, 1)
+
+
+async def test_log_retention_removes_read_rows_of_old_tasks_and_keeps_the_events(
+    services: Services,
+) -> None:
+    async with live_engine() as live, monitor_for(services, live.url) as monitor:
+        old, recent = [await services.run_sync(create_task, services.app, plan_task(n))
+                       for n in ("old", "recent")]  # fmt: skip
+        for task_id in (old, recent):
+            await monitor.submit_task(task_id)
+            assert await run_to_end(monitor, task_id) == "completed"
+    await settled(services)
+    async with await AsyncConnection.connect(services.database_url, autocommit=True) as conn:
+        await conn.execute("UPDATE deduction_task SET end_time = now() - interval '31 days'"
+                           " WHERE id = %s", [old])  # fmt: skip
+        ctx: dict[str, Any] = {"pool": services.pool, "settings": services.settings}
+        await purge_logs(ctx)
+        lines, counts = {}, {}
+        for task_id in (old, recent):
+            cur = await conn.execute("SELECT count(*) FROM agent_execution_log"
+                                     " WHERE deduction_task_id = %s", [task_id])  # fmt: skip
+            lines[task_id] = (await cur.fetchone())[0]
+            cur = await conn.execute("SELECT coalesce(sum(lines), 0) FROM agent_execution_log_count"
+                                     " WHERE deduction_task_id = %s", [task_id])  # fmt: skip
+            counts[task_id] = (await cur.fetchone())[0]
+    assert lines[old] == counts[old] == 0
+    assert lines[recent] == counts[recent] > 0
+    execution = services.app.get_task(old).execution_ids[0]
+    archived = services.app.recorder.select_events(log_stream_id(execution))
+    assert sum(len(services.app.mapper.to_domain_event(e).lines) for e in archived) > 0
+
+
+@pytest.fixture
+async def live() -> AsyncIterator[LiveEngine]:
+    async with live_engine() as engine:
+        yield engine
+
+
+async def test_the_in_process_worker_runs_a_task_and_never_queues_a_job_twice(
+    db_url: str, live: LiveEngine
+) -> None:
+    settings = settings_for(db_url, engine_url=live.url, task_poll_enabled=True,
+                            task_poll_interval=0.05)  # fmt: skip
+    async with open_services(settings) as services, open_dispatch(services):
+        task_id = await services.run_sync(create_task, services.app)
+        await services.dispatcher.task_created(task_id)
+
+        async def completed() -> bool:
+            return services.app.get_task(task_id).status == "completed"
+
+        await wait_until(completed, timeout=20)
+    worker = InProcessWorker(settings)
+    assert await worker.enqueue("poll_task", 1) and not await worker.enqueue("poll_task", 1)
+    assert await worker.enqueue("poll_task", 2) and await worker.enqueue("send_stop", 1)
+    with pytest.raises(LookupError):
+        await worker.enqueue("no_such_job", 1)
