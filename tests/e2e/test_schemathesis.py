@@ -31,11 +31,13 @@ from tests.e2e.conftest import log_lines
 SEED = 20251112
 CONFIG = {
     "seed": SEED,
-    "generation": {"max-examples": 25, "deterministic": True},
+    "generation": {"max-examples": 40, "deterministic": True},
     "phases": {"stateful": {"enabled": False}},
     "checks": {
         # Valid-looking ids mostly name nothing (404) or unknown catalog entries (422).
         "positive_data_acceptance": {"enabled": False},
+        # Invalid data is rejected; an oversize body is rejected with 413 before it is read.
+        "negative_data_rejection": {"expected-statuses": [400, 404, 405, 409, 413, 422]},
     },
 }
 

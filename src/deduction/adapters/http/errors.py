@@ -8,6 +8,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from eventsourcing import persistence as es
 from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
@@ -130,6 +131,10 @@ def on_unavailable(request: AnyRequest, exc: Exception) -> Response[ErrorEnvelop
     return error(503, "the database is unavailable; retry later")
 
 
+def on_conflict(request: AnyRequest, exc: Exception) -> Response[ErrorEnvelope]:
+    return error(409, "the task was changed by another request at the same time; retry")
+
+
 def on_lag(request: AnyRequest, exc: ReadModelLagError) -> Response[ErrorEnvelope]:
     return error(503, f"the change was saved but is not readable yet; read again shortly ({exc})")
 
@@ -159,6 +164,9 @@ EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[ErrorEnvelope]]
     CommandError: _status(409),
     ReadModelLagError: on_lag,
     psycopg.OperationalError: on_unavailable,
+    es.OperationalError: on_unavailable,
+    es.InterfaceError: on_unavailable,
+    es.IntegrityError: on_conflict,
     PoolTimeout: on_unavailable,
     Exception: on_unexpected,
 }
