@@ -1,0 +1,91 @@
+"""The reference Engine: deterministic by seed, faithful to 4.1, and its fault knobs bite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from deduction.adapters.engine import HttpEngine, RetryPolicy
+from deduction.adapters.engine.simulation import Knobs, Simulation
+from deduction.ports import EngineRejectedError, EngineUnavailableError
+from tests.engine_support import LiveEngine, live_engine
+
+AGENTS = {"agents": [{"agent_name": "red", "params": {}}, {"agent_name": "blue", "params": {}}]}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_762_943_400.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run(seed: int) -> list[list[dict[str, object]]]:
+    clock = Clock()
+    sim = Simulation(Knobs(seed=seed, duration_min=5, duration_max=9, log_rate=5, fail_rate=0.5),
+                     clock)  # fmt: skip
+    engine_task_id, _ = sim.submit(AGENTS, "key")
+    states = []
+    for _ in range(12):
+        clock.now += 1
+        states.append(sim.task_status(engine_task_id))
+    return [sim.logs(a.id, None, None) for a in sim.tasks[engine_task_id].agents] + [states]
+
+
+def test_the_same_seed_gives_the_same_runs() -> None:
+    assert _run(3) == _run(3)
+    assert _run(3) != _run(4)
+
+
+def test_since_is_inclusive_or_exclusive_as_configured() -> None:
+    clock = Clock()
+    sim = Simulation(Knobs(duration_min=60, duration_max=60, log_rate=50, start_delay=0), clock)
+    engine_task_id, _ = sim.submit(AGENTS, None)
+    clock.now += 2
+    agent = sim.tasks[engine_task_id].agents[0].id
+    lines = sim.logs(agent, None, None)
+    middle = lines[len(lines) // 2]["timestamp"]
+    exclusive = sim.logs(agent, str(middle), None)
+    sim.knobs.since_inclusive = True
+    inclusive = sim.logs(agent, str(middle), None)
+    at_middle = sum(1 for x in lines if x["timestamp"] == middle)
+    assert len(inclusive) - len(exclusive) == at_middle > 0
+    assert all(x["timestamp"] > middle for x in exclusive)
+    assert len(sim.logs(agent, None, 3)) == 3
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[tuple[LiveEngine, HttpEngine]]:
+    async with live_engine(duration_min=60, duration_max=60) as live, \
+            aiohttp.ClientSession() as session:  # fmt: skip
+        yield live, HttpEngine(session, live.url, 2, retry=RetryPolicy(attempts=1))
+
+
+async def test_restart_and_update_refuse_what_makes_no_sense(engine) -> None:
+    live, client = engine
+    engine_task_id = await client.submit(AGENTS, "k1")
+    status = await client.task_status(engine_task_id)
+    with pytest.raises(EngineRejectedError) as refused:
+        await client.restart_agent(status.agents[0].engine_agent_id)
+    assert refused.value.status == 409  # it has not failed
+    await client.stop(engine_task_id)
+    await client.stop(engine_task_id)  # stopping twice is fine
+    with pytest.raises(EngineRejectedError, match="has ended"):
+        await client.update(engine_task_id, {"agents": []})
+    with pytest.raises(EngineRejectedError, match="bad since"):
+        await client.agent_logs(status.agents[0].engine_agent_id, "not a time")
+
+
+@pytest.mark.parametrize("knob", ["error_rate", "drop_rate"])
+async def test_fault_knobs_make_the_engine_unavailable(engine, knob: str) -> None:
+    live, client = engine
+    live.engine.set_knobs({knob: 1.0})
+    with pytest.raises(EngineUnavailableError):
+        await client.submit(AGENTS, "k2")
+    live.engine.set_knobs({knob: 0.0})
+    assert await client.submit(AGENTS, "k2")
+    with pytest.raises(ValueError):
+        live.engine.set_knobs({"ts_resolution": "minutes"})
