@@ -42,7 +42,7 @@ def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
         "POSTGRES_PASSWORD": str(info.get("password", "")),
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
-        "POSTGRES_CONNECT_TIMEOUT": "10",
+        "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_LOCK_TIMEOUT": "10",
         "POSTGRES_PRE_PING": "y",
     }

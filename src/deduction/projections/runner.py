@@ -204,12 +204,19 @@ class ProjectionRunner:
         so a command waits for the slowest projection, not for the sum of them."""
         self._wakes = {p.name: asyncio.Event() for p in self.projections}
         listener = asyncio.create_task(self._listen(stop))
+        stopper = asyncio.create_task(self._kick_on(stop))
         try:
             await asyncio.gather(*(self._follow(p, stop) for p in self.projections))
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, stopper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _kick_on(self, stop: asyncio.Event) -> None:
+        """Wake the idle followers as soon as `stop` is set, so shutdown does not wait."""
+        await stop.wait()
+        self.kick()
 
     async def _follow(self, projection: Projection, stop: asyncio.Event) -> None:
         wake = self._wakes[projection.name]
