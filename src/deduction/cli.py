@@ -177,6 +177,15 @@ async def _load_catalog(settings: Settings, path: Path | None) -> int:
     return 0
 
 
+def _loop_factory() -> Any:
+    """uvloop where it is installed (Linux, macOS): a faster event loop, same semantics."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deduction", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -226,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         coro = _load_catalog(settings, args.path)
     try:
-        return asyncio.run(coro)
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            return runner.run(coro)
     except KeyboardInterrupt:
         return 130
     except LookupError as e:

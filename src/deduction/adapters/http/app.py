@@ -66,12 +66,12 @@ def _untyped(path: str) -> str:
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
 
 
-def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+async def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
     """OPTIONS lists every method of the path.
 
     Litestar 2.25 builds the automatic OPTIONS answer of a path from the first
     handler registered on it, so a collection with GET and POST would answer
-    `Allow: OPTIONS, POST`.
+    `Allow: OPTIONS, POST`. (Async, so it runs on the loop, not in a thread per request.)
     """
     if request.method != HttpMethod.OPTIONS:
         return None

@@ -10,8 +10,9 @@ projection) unless a time filter asks for a real count.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from psycopg import AsyncConnection, sql
@@ -22,6 +23,7 @@ from deduction.domain.logs import LEVELS
 
 Scope = Literal["agent_execution_id", "deduction_task_id"]
 LEVEL_NUMBERS = sorted(LEVELS.values())
+_SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)  # only whether a bound is given shapes the SQL
 _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, views.columns(views.LogLine)))
 
 
@@ -52,7 +54,29 @@ def _conditions(scope: Scope, f: LogFilter, with_cursor: bool) -> list[sql.Compo
     return conds
 
 
-def page_query(scope: Scope, f: LogFilter) -> sql.Composed:
+def page_query(scope: Scope, f: LogFilter) -> str:
+    """The page's SQL, rendered once per shape of filter (the hot path of log reads)."""
+    return _page_query(
+        scope, f.min_level, f.start is not None, f.end is not None, f.after_id is not None,
+        f.newest_first,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def _page_query(
+    scope: Scope, min_level: int, start: bool, end: bool, after: bool, newest_first: bool
+) -> str:
+    f = LogFilter(
+        min_level=min_level,
+        start=_SOME_TIME if start else None,
+        end=_SOME_TIME if end else None,
+        after_id=1 if after else None,
+        newest_first=newest_first,
+    )
+    return _compose_page_query(scope, f).as_string(None)
+
+
+def _compose_page_query(scope: Scope, f: LogFilter) -> sql.Composed:
     order = sql.SQL("DESC" if f.newest_first else "ASC")
     conds = _conditions(scope, f, with_cursor=True)
     if f.min_level <= LEVEL_NUMBERS[0]:
@@ -78,7 +102,17 @@ def page_query(scope: Scope, f: LogFilter) -> sql.Composed:
     )
 
 
-def total_query(scope: Scope, f: LogFilter) -> sql.Composed:
+def total_query(scope: Scope, f: LogFilter) -> str:
+    return _total_query(scope, f.start is not None, f.end is not None)
+
+
+@functools.lru_cache(maxsize=32)
+def _total_query(scope: Scope, start: bool, end: bool) -> str:
+    f = LogFilter(start=_SOME_TIME if start else None, end=_SOME_TIME if end else None)
+    return _compose_total_query(scope, f).as_string(None)
+
+
+def _compose_total_query(scope: Scope, f: LogFilter) -> sql.Composed:
     if not f.has_time_range:
         return sql.SQL(
             "SELECT coalesce(sum(lines), 0) FROM agent_execution_log_count"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Controller, Request, get, post, put
+from litestar import Controller, MediaType, Request, Response, get, post, put
 from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg
@@ -111,15 +111,15 @@ class TaskController(Controller):
         return ok(views.TaskPage(total=total, page=page, size=size, items=items))
 
     @get("/{task_id:str}", operation_id="getTask", responses=documented(404, 422, 503))
-    async def get_task(self, services: ServicesDep, task_id: TaskId) -> TaskDetailResponse:
+    async def get_task(
+        self, services: ServicesDep, task_id: TaskId
+    ) -> Response[TaskDetailResponse]:
         """Every column of the task and of each of its agent executions (in config order)."""
         async with services.pool.connection() as conn:
-            row = await queries.task(conn, task_id)
-            if row is None:
-                raise commands.NotFoundError("task", task_id)
-            agents = await queries.executions(conn, task_id)
-        executions = [views.from_row(views.AgentExecution, a) for a in agents]
-        return ok(views.from_row(views.TaskDetail, row, agent_executions=executions))
+            body = await queries.task_detail_json(conn, task_id)
+        if body is None:
+            raise commands.NotFoundError("task", task_id)
+        return Response(body, media_type=MediaType.JSON)
 
     @post(
         "/{task_id:str}/stop",
