@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -177,6 +178,10 @@ async def _load_catalog(settings: Settings, path: Path | None) -> int:
     return 0
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _loop_factory() -> Any:
     """uvloop where it is installed (Linux, macOS): a faster event loop, same semantics."""
     try:
@@ -234,6 +239,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         coro = _db_url(settings)
     else:
         coro = _load_catalog(settings, args.path)
+    # SIGTERM ends the process like Ctrl-C: cleanly, so exit handlers (which stop an
+    # embedded PostgreSQL this process started) run.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             return runner.run(coro)
