@@ -12,6 +12,7 @@ from deduction.bootstrap import Services, open_dispatch, open_services
 from deduction.catalog_seed import demo_catalog, load_catalog
 from tests.conftest import Api
 from tests.conftest import test_settings as settings_for
+from tests.e2e.conftest import PLAN_TASK, TASK
 from tests.engine_support import (
     LiveEngine,
     engine_multiset,
@@ -20,18 +21,6 @@ from tests.engine_support import (
     wait_until,
 )
 
-TASK = "/api/v1/deduction/task"
-PLAN_TASK: dict[str, Any] = {
-    "name": "task_20251112_001",
-    "description": "红蓝对抗演练任务",
-    "scheme_id": 1234567890,
-    "env_instance_id": 9876543210,
-    "agent_configs": [
-        {"agent_meta_id": 10001, "side": "red",
-         "params": {"attack_strategy": "aggressive", "target": "192.168.1.100"}},
-        {"agent_meta_id": 10002, "side": "blue", "params": {"defense_level": "high"}},
-    ],
-}  # fmt: skip
 
 
 @pytest.fixture
@@ -52,8 +41,8 @@ async def services(db_url: str, live: LiveEngine) -> AsyncIterator[Services]:
         yield s
 
 
-async def _create(api: Api) -> int:
-    status, body = await api.call("POST", f"{TASK}/create", json=PLAN_TASK)
+async def _create(api: Api, name: str = PLAN_TASK["name"]) -> int:
+    status, body = await api.call("POST", f"{TASK}/create", json={**PLAN_TASK, "name": name})
     assert status == 200, body
     return int(body["data"]["task_id"])
 

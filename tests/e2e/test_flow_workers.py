@@ -22,7 +22,7 @@ from deduction.bootstrap import Services, open_dispatch, open_services
 from deduction.catalog_seed import demo_catalog, load_catalog
 from tests.conftest import Api
 from tests.conftest import test_settings as settings_for
-from tests.e2e.test_flow_engine import PLAN_TASK, TASK, _logs_match
+from tests.e2e.test_flow_engine import TASK, _create, _detail, _logs_match
 from tests.engine_support import LiveEngine, live_engine, wait_until
 
 pytestmark = pytest.mark.redis
@@ -107,18 +107,6 @@ def workers(
     pool = Workers(env, tmp_path)
     yield pool
     pool.stop_all()
-
-
-async def _create(api: Api, name: str) -> int:
-    status, body = await api.call("POST", f"{TASK}/create", json={**PLAN_TASK, "name": name})
-    assert status == 200, body
-    return int(body["data"]["task_id"])
-
-
-async def _detail(api: Api, task_id: int) -> dict[str, Any]:
-    status, body = await api.call("GET", f"{TASK}/{task_id}")
-    assert status == 200, body
-    return dict(body["data"])
 
 
 @pytest.mark.parametrize("live", [{"duration_min": 4, "duration_max": 5}], indirect=True)
