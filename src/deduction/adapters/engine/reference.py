@@ -209,9 +209,17 @@ async def set_knobs(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
+    """Counters; `lines` is every log line emitted so far (agents advanced to now) and
+    `active_agents` how many agents are still pending or running."""
     engine = _engine(request)
     most = max(engine.max_in_flight.values(), default=0)
-    return _reply({**engine.stats, "tasks": len(engine.sim.tasks), "max_concurrent_status": most})
+    now, lines, active = engine.sim.clock(), 0, 0
+    for agent in engine.sim.agents.values():
+        agent.advance(now)
+        lines += len(agent.lines)
+        active += agent.status(now)[0] in ("pending", "running")
+    return _reply({**engine.stats, "tasks": len(engine.sim.tasks), "max_concurrent_status": most,
+                   "lines": lines, "active_agents": active})  # fmt: skip
 
 
 async def emitted(request: web.Request) -> web.Response:

@@ -54,6 +54,11 @@ class InProcessWorker:
             finally:
                 self._pending.discard(key)
                 self.done += 1
+                self._queue.task_done()
+
+    async def idle(self) -> None:
+        """Wait until no job is queued or running (follow-ups included)."""
+        await self._queue.join()
 
     async def _every(self, seconds: float, job: str) -> None:
         while True:
