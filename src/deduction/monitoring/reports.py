@@ -7,12 +7,16 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+import msgspec
 import structlog
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.application import project_aggregate
+from eventsourcing.persistence import IntegrityError, StoredEvent
+from psycopg import sql
 
-from deduction.application import DeductionApp
+from deduction.application import DeductionApp, NotFoundError
 from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
 from deduction.domain.logs import log_stream_id
+from deduction.ids import to_uuid
 from deduction.log_cursor import Cursor, advance, batches, ingest
 from deduction.monitoring.findings import (
     ExecutionPlan,
@@ -36,6 +40,29 @@ from deduction.ports import (
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _ATTEMPTS = 5
+_KNOWN_TASKS = 100_000  # execution ids remembered per task (they never change)
+Loaded = tuple[DeductionTask, list[AgentExecution], dict[int, tuple[int, Cursor]]]
+
+
+class _CursorOnly(msgspec.Struct):
+    """The one field of a stored LogsReceived event a poll needs (its lines are skipped)."""
+
+    cursor: dict[str, Any] | None = None
+
+
+_cursor_only = msgspec.json.Decoder(_CursorOnly)
+
+# Every event of the given aggregates, and the newest event of each given log stream
+# (a backward index scan of one row per stream, however long the stream is).
+_LOAD = """
+SELECT false, originator_id, originator_version, topic, state FROM {table}
+ WHERE originator_id = ANY(%s)
+UNION ALL
+SELECT true, e.originator_id, e.originator_version, e.topic, e.state
+  FROM unnest(%s::uuid[]) AS s(id) CROSS JOIN LATERAL (
+       SELECT originator_id, originator_version, topic, state FROM {table}
+        WHERE originator_id = s.id ORDER BY originator_version DESC LIMIT 1) AS e
+"""
 
 
 class EngineReports:
@@ -53,6 +80,12 @@ class EngineReports:
         self.app, self.engine_url = app, engine_url
         self.deadline, self.batch_size = unreachable_deadline, log_batch_size
         self.max_lines = max_lines_per_poll
+        self._execution_ids: dict[int, list[int]] = {}
+        recorder = app.recorder
+        self._bulk = hasattr(recorder, "datastore") and hasattr(recorder, "events_table_name")
+        if self._bulk:
+            table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
+            self._load_sql = sql.SQL(_LOAD).format(table=table)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -78,8 +111,65 @@ class EngineReports:
         stored = self.app.recorder.select_events(log_stream_id(execution_id), desc=True, limit=1)
         if not stored:
             return 0, Cursor()
-        event = self.app.mapper.to_domain_event(stored[0])
-        return stored[0].originator_version, Cursor.from_dict(getattr(event, "cursor", None))
+        return stored[0].originator_version, self._cursor_of(stored[0])
+
+    def _cursor_of(self, stored: StoredEvent) -> Cursor:
+        mapper = self.app.mapper
+        if mapper.cipher is None and mapper.compressor is None:
+            raw = _cursor_only.decode(stored.state).cursor  # the lines are not decoded
+        else:
+            raw = getattr(mapper.to_domain_event(stored), "cursor", None)
+        return Cursor.from_dict(raw)
+
+    def load(self, task_id: int) -> Loaded:
+        """A task, its executions and their log cursors: one query once the task is known
+        (its execution ids never change), instead of one per aggregate and stream."""
+        ids = self._execution_ids.get(task_id)
+        if not self._bulk:
+            task = self.app.get_task(task_id)
+            executions = self._executions(task)
+            return task, executions, {e: self.cursor(e) for e in task.execution_ids}
+        if ids is None:
+            task: DeductionTask | None = self.app.get_task(task_id)
+            ids = task.execution_ids  # type: ignore[union-attr]
+            if len(self._execution_ids) >= _KNOWN_TASKS:
+                self._execution_ids.clear()
+            self._execution_ids[task_id] = ids
+        else:
+            task = None
+        aggregate_ids = ([] if task else [to_uuid(task_id)]) + [to_uuid(e) for e in ids]
+        streams = [log_stream_id(e) for e in ids]
+        with self.app.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
+            cur.execute(self._load_sql, (aggregate_ids, streams), prepare=True)
+            rows = cur.fetchall()
+        history: dict[Any, list[StoredEvent]] = {}
+        newest: dict[Any, StoredEvent] = {}
+        for row in rows:
+            is_newest, oid, version, topic, state = row.values()
+            stored = StoredEvent(oid, version, topic, bytes(state))
+            if is_newest:
+                newest[oid] = stored
+            else:
+                history.setdefault(oid, []).append(stored)
+        if task is None:
+            task = self._project(history, to_uuid(task_id), DeductionTask, "task", task_id)
+        executions = [self._project(history, to_uuid(e), AgentExecution, "agent execution", e)
+                      for e in ids]  # fmt: skip
+        cursors = {}
+        for e, stream in zip(ids, streams):
+            last = newest.get(stream)
+            cursors[e] = (0, Cursor()) if last is None else (
+                last.originator_version, self._cursor_of(last))  # fmt: skip
+        return task, executions, cursors
+
+    def _project(self, history: dict[Any, list[StoredEvent]], oid: Any, kind: type[T],
+                 what: str, ident: int) -> T:  # fmt: skip
+        stored = sorted(history.get(oid, ()), key=lambda s: s.originator_version)
+        to_event = self.app.mapper.to_domain_event
+        aggregate = project_aggregate(None, (to_event(s) for s in stored))
+        if not isinstance(aggregate, kind):
+            raise NotFoundError(what, ident)
+        return aggregate
 
     @staticmethod
     def _outcome(position: int, task: DeductionTask, lines: int = 0) -> Outcome:
@@ -197,12 +287,11 @@ class EngineReports:
     # -- polls -------------------------------------------------------------------------------
 
     def plan_poll(self, task_id: int) -> PollPlan | None:
-        task = self.app.get_task(task_id)
+        task, executions, cursors = self.load(task_id)
         if task.engine_task_id is None:
             return None
-        plans, executions, cursors = [], self._executions(task), {}
+        plans = []
         for ex in executions:
-            cursors[ex.execution_id] = self.cursor(ex.execution_id)
             cursor = cursors[ex.execution_id][1]
             plans.append(ExecutionPlan(
                 ex.execution_id, ex.engine_agent_id, ex.is_ended, ex.awaiting_restart,
@@ -217,11 +306,7 @@ class EngineReports:
         return self._retrying(lambda: self._record_poll(report, loaded.pop() if loaded else None))
 
     def _record_poll(self, report: PollReport, loaded: Any) -> Outcome:
-        if loaded is not None:
-            task, executions, cursors = loaded
-        else:
-            task = self.app.get_task(report.task_id)
-            executions, cursors = self._executions(task), {}
+        task, executions, cursors = loaded if loaded is not None else self.load(report.task_id)
         if report.error is not None:
             if not task.is_ended:
                 self._engine_failed(task, executions, report.error)
