@@ -101,21 +101,59 @@ def _extra(value: Any) -> dict[str, Any] | None:
     return extra
 
 
+def _stored_ts_of(raw: str | int | float) -> str:
+    """The stored form of an Engine timestamp; raises like `parse_ts`.
+
+    RFC 3339 UTC with `Z` (`...:SS.fffZ` or `...:SS.ffffffZ`, what most Engines send) is
+    checked by `fromisoformat` and re-written by slicing; anything else goes the long way.
+    """
+    if type(raw) is str and raw[-1:] == "Z" and raw[19:20] == "." and len(raw) in (24, 27) \
+            and raw[4] == "-" and raw[7] == "-" and raw[10] == "T" and raw[13] == ":" \
+            and raw[16] == ":":  # fmt: skip
+        datetime.fromisoformat(raw)  # validates every field (raises ValueError)
+        return raw if len(raw) == 27 else raw[:23] + "000Z"
+    return _stored_ts(parse_ts(raw))
+
+
+_PLAIN_LEVELS = frozenset(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+
+
+def _level(raw: str | None) -> str:
+    if raw in _PLAIN_LEVELS:
+        return raw  # type: ignore[return-value]
+    level = without_nul((raw or "INFO").strip().upper()) or "INFO"
+    return LEVEL_ALIASES.get(level, level)[:MAX_LEVEL_CHARS]
+
+
+def _plain_extra(value: Any) -> dict[str, Any] | None:
+    """`_extra` for the common case: an object without NUL that fits."""
+    if value is None:
+        return None
+    if type(value) is dict:
+        encoded = _canonical.encode(value)
+        if len(encoded) <= MAX_EXTRA_BYTES and b"\\u0000" not in encoded:
+            return value  # JSON object keys are strings already: nothing to change
+    return _extra(value)
+
+
 def normalise(raw: EngineLogLine) -> Line | None:
     """The stored shape of an Engine line; None when its timestamp cannot be read."""
     try:
-        ts = parse_ts(raw.timestamp)
+        ts = _stored_ts_of(raw.timestamp)
     except (ValueError, TypeError, OverflowError, OSError):
         return None
-    level = without_nul((raw.level or "INFO").strip().upper()) or "INFO"
-    level = LEVEL_ALIASES.get(level, level)[:MAX_LEVEL_CHARS]
-    source = None if raw.source is None else _text(raw.source, MAX_SOURCE_CHARS)[:MAX_SOURCE_CHARS]
+    message, source = raw.message, raw.source
+    if type(message) is not str or len(message) > MAX_MESSAGE_CHARS or "\x00" in message:
+        message = _text(message, MAX_MESSAGE_CHARS)
+    if source is not None and (type(source) is not str or len(source) > MAX_SOURCE_CHARS
+                               or "\x00" in source):  # fmt: skip
+        source = _text(source, MAX_SOURCE_CHARS)[:MAX_SOURCE_CHARS]
     return {
-        "timestamp": _stored_ts(ts),
-        "level": level,
-        "message": _text(raw.message, MAX_MESSAGE_CHARS),
+        "timestamp": ts,
+        "level": _level(raw.level),
+        "message": message,
         "source": source,
-        "extra": _extra(raw.extra),
+        "extra": _plain_extra(raw.extra),
     }
 
 
