@@ -8,8 +8,8 @@ import sys
 import time
 
 from bench.common import Result, scratch_database, versions
-from bench.http_load import free_port, server
-from bench.task_detail_reads import API, serve_env
+from bench.http_load import api_server
+from bench.task_detail_reads import API
 from bench.workload import task_history
 from deduction.adapters.postgres import eventsourcing_env
 from deduction.application import DeductionApp
@@ -67,13 +67,11 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     seconds, runs, direct_n = (2.0, 1, 50) if smoke else (10.0, runs, 1000)
     ours, base = [], []
     with scratch_database("commands") as url:
-        port = free_port()
-        with server([sys.executable, "-m", "deduction", "serve", "--demo"], serve_env(url, port),
-                    f"http://127.0.0.1:{port}/health"):
+        with api_server(url) as api:
             for r in range(runs):
                 base.append(direct_rate(url, direct_n))
                 out = subprocess.run(
-                    [sys.executable, "-c", _CLIENT, f"http://127.0.0.1:{port}{API}/task/create",
+                    [sys.executable, "-c", _CLIENT, f"{api.base}{API}/task/create",
                      "8", str(seconds), f"run{r}"],
                     capture_output=True, text=True, check=True, timeout=seconds + 120,
                 ).stdout
@@ -86,7 +84,7 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     return Result(
         name="commands",
         parameters={"agents_per_task": 10, "connections": 8, "seconds_per_run": seconds,
-                    "runs": runs, "direct_saves_per_run": direct_n,
+                    "runs": runs, "direct_saves_per_run": direct_n, "api_process": api.mode,
                     "check": "each create is followed by GET /task/{id}, which must answer 200"},
         baseline=baseline,
         value=value,

@@ -116,3 +116,47 @@ def write_result(result: Result, directory: Path = RESULTS) -> Path:
     path = directory / f"{result.name}.json"
     path.write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     return path
+
+
+def redis_url() -> str | None:
+    """The Redis to use, if one answers."""
+    import redis
+
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+    except redis.RedisError:
+        return None
+    return url
+
+
+@contextlib.contextmanager
+def api_process_env(database_url: str, port: int) -> Iterator[dict[str, Any]]:
+    """Environment of an API process as deployed: the worker runs elsewhere.
+
+    With Redis, commands enqueue their follow-up jobs on a queue of their own that no
+    worker consumes (removed afterwards); without Redis, the in-process worker talks to a
+    reference Engine served by the same process.
+    """
+    env: dict[str, Any] = {"DATABASE_URL": database_url, "API_PORT": str(port),
+                           "TASK_POLL_ENABLED": "false", "LOG_LEVEL": "WARNING"}
+    url = redis_url()
+    if url is None:
+        from bench.http_load import free_port
+
+        env.update(REDIS_URL="", ENGINE_URL=f"http://127.0.0.1:{free_port()}",
+                   _args=["--with-engine"], _mode="in-process worker + reference Engine")
+        yield env
+        return
+    import redis
+
+    tag = uuid4().hex[:8]
+    queue = f"bench:{tag}"
+    env.update(REDIS_URL=url, WORKER_QUEUE=queue, ENGINE_URL="http://127.0.0.1:9", _args=[],
+               _mode="arq dispatch, workers elsewhere")
+    try:
+        yield env
+    finally:
+        client = redis.Redis.from_url(url)
+        keys = [queue, *client.scan_iter(f"*bench?{tag}*")]
+        client.delete(*keys)

@@ -118,5 +118,21 @@ def load(url: str, connections: int = 8, seconds: int = 10) -> Load:
     return python_load(url, connections, seconds)
 
 
-def run_async(coro):  # type: ignore[no-untyped-def]
-    return asyncio.run(coro)
+@dataclass(frozen=True)
+class ApiServer:
+    base: str
+    process: subprocess.Popen[bytes]
+    mode: str
+
+
+@contextlib.contextmanager
+def api_server(database_url: str, demo: bool = True) -> Iterator[ApiServer]:
+    """`deduction serve` in a process of its own, as deployed (see api_process_env)."""
+    from bench.common import api_process_env
+
+    port = free_port()
+    with api_process_env(database_url, port) as env:
+        extra, mode = env.pop("_args"), env.pop("_mode")
+        args = [sys.executable, "-m", "deduction", "serve", *(["--demo"] if demo else []), *extra]
+        with server(args, env, f"http://127.0.0.1:{port}/health") as proc:
+            yield ApiServer(f"http://127.0.0.1:{port}", proc, mode)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import sys
 import time
 from typing import Any
 
@@ -13,8 +12,8 @@ import psycopg
 from psycopg import AsyncConnection
 
 from bench.common import Result, scratch_database, versions
-from bench.http_load import free_port, server
-from bench.task_detail_reads import API, serve_env
+from bench.http_load import api_server
+from bench.task_detail_reads import API
 from deduction.adapters.http.log_queries import LogFilter, page_query, total_query
 from deduction.projections import tables
 from deduction.projections.runner import create_read_tables, all_projections
@@ -138,14 +137,12 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
         layout = populate(url, lines)
         load_s = time.perf_counter() - started
         walks = workload(layout, pages)
-        port = free_port()
         ours, base = [], []
-        with server([sys.executable, "-m", "deduction", "serve"], serve_env(url, port),
-                    f"http://127.0.0.1:{port}/health"):
-            asyncio.run(api_walks(f"http://127.0.0.1:{port}", walks))  # warm caches alike
+        with api_server(url, demo=False) as api:
+            asyncio.run(api_walks(api.base, walks))  # warm caches alike
             for _ in range(runs):
                 base.append(asyncio.run(direct_walks(url, walks)))
-                ours.append(asyncio.run(api_walks(f"http://127.0.0.1:{port}", walks)))
+                ours.append(asyncio.run(api_walks(api.base, walks)))
         with psycopg.connect(url) as conn:
             total = conn.execute("SELECT count(*) FROM agent_execution_log").fetchone()[0]
         ver = versions(url)

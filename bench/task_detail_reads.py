@@ -8,7 +8,7 @@ import urllib.request
 from typing import Any
 
 from bench.common import Result, scratch_database, versions
-from bench.http_load import Load, free_port, load, server
+from bench.http_load import Load, api_server, free_port, load, server
 
 API = "/api/v1/deduction"
 
@@ -38,20 +38,14 @@ def create_tasks(base: str, count: int, agents: int = 10) -> list[int]:
     return ids
 
 
-def serve_env(database_url: str, port: int) -> dict[str, str]:
-    return {"DATABASE_URL": database_url, "API_PORT": str(port), "TASK_POLL_ENABLED": "false",
-            "ENGINE_URL": "http://127.0.0.1:9", "LOG_LEVEL": "WARNING", "REDIS_URL": ""}
-
-
 def run(smoke: bool = False, runs: int = 3) -> Result:
     seconds, runs, tasks = (2, 1, 20) if smoke else (10, runs, 200)
     with scratch_database("reads") as url:
-        port, bare_port = free_port(), free_port()
-        base = f"http://127.0.0.1:{port}"
+        bare_port = free_port()
         ours: list[Load] = []
         bare: list[Load] = []
-        with server([sys.executable, "-m", "deduction", "serve", "--demo"], serve_env(url, port),
-                     f"{base}/health"):
+        with api_server(url) as api:
+            base, mode = api.base, api.mode
             ids = create_tasks(base, tasks)
             target = ids[len(ids) // 2]
             with server(
@@ -70,7 +64,7 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     return Result(
         name="task_detail_reads",
         parameters={"connections": 8, "seconds_per_run": seconds, "runs": runs, "agents": 10,
-                    "tasks_in_table": tasks, "load_tool": ours[0].tool},
+                    "tasks_in_table": tasks, "load_tool": ours[0].tool, "api_process": mode},
         baseline=base_rps,
         value=rps,
         unit="req/s",

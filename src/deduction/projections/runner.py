@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,43 +66,70 @@ async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[P
 @dataclass(frozen=True)
 class Page:
     applied: int  # events applied by this call
-    position: int  # the projection's position afterwards
+    position: int  # the projection's recorded position afterwards
+    checked: int  # every event up to here is applied or not for this projection
 
 
-async def run_page(conn: AsyncConnection[Any], projection: Projection, page_size: int) -> Page:
+
+async def run_page(
+    conn: AsyncConnection[Any],
+    projection: Projection,
+    page_size: int,
+    *,
+    record_empty: bool = True,
+) -> Page:
     """Apply the next page of `projection`'s events and move its position, in one transaction.
 
-    The position row is locked first, so two runners never apply the same page;
-    a crash before COMMIT applies nothing.
+    The position row is locked before applying, so two runners never apply the same
+    page; a crash before COMMIT applies nothing. Finding no matching events takes no
+    lock and no transaction; the position then moves only when `record_empty`.
     """
     position, head = await _position_and_head(conn, projection.name, lock=False)
     if head <= position:
-        return Page(0, position)  # nothing new: no transaction, one round trip
+        return Page(0, position, position)
     topics = projection.topics()
-    async with conn.transaction():
-        # Inserts are serialised by the event store's table lock, so every id up to the
-        # visible maximum is committed: a position may safely jump to it.
-        position, head = await _position_and_head(conn, projection.name, lock=True)
-        if head <= position:
-            return Page(0, position)
-        cur = await conn.execute(
-            f"SELECT notification_id, originator_id, originator_version, topic, state"  # noqa: S608
-            f" FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s"
-            " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
-            [position, head, list(topics), page_size],
+    stored = await _matching(conn, topics, position, head, page_size)
+    if not stored:
+        if not record_empty:
+            return Page(0, position, head)
+        # No matching event up to `head`, whoever else moves the position meanwhile.
+        await conn.execute(
+            "UPDATE projection_tracking SET position = greatest(position, %s), updated_at = now()"
+            " WHERE name = %s",
+            [head, projection.name],
             prepare=True,
         )
-        stored = await cur.fetchall()
+        return Page(0, head, head)
+    async with conn.transaction():
+        locked, _ = await _position_and_head(conn, projection.name, lock=True)
+        if locked != position:  # another runner applied pages meanwhile: read again
+            position = locked
+            stored = await _matching(conn, topics, position, head, page_size)
         events = [_event_row(r, topics) for r in stored]
         if events:
             await projection.apply(conn, events)
-        new_position = stored[-1][0] if len(stored) == page_size else head
+        # Inserts are serialised by the event store's table lock, so every id up to the
+        # visible maximum is committed: a position may safely jump to it.
+        new_position = stored[-1][0] if len(stored) == page_size else max(head, position)
         await conn.execute(
             "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
             [new_position, projection.name],
             prepare=True,
         )
-        return Page(len(events), new_position)
+        return Page(len(events), new_position, new_position)
+
+
+async def _matching(
+    conn: AsyncConnection[Any], topics: dict[str, str], after: int, upto: int, limit: int
+) -> list[tuple[Any, ...]]:
+    cur = await conn.execute(
+        f"SELECT notification_id, originator_id, originator_version, topic, state"  # noqa: S608
+        f" FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s"
+        " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
+        [after, upto, list(topics), limit],
+        prepare=True,
+    )
+    return await cur.fetchall()
 
 
 async def _position_and_head(
@@ -165,6 +193,7 @@ class ProjectionRunner:
         self._page_size = page_size
         self._idle_recheck = idle_recheck
         self._wakes: dict[str, asyncio.Event] = {}
+        self._recorded_at: dict[str, float] = {}
         self._progress = asyncio.Condition()
         self.positions: dict[str, int] = {}
         self.last_error: str | None = None
@@ -187,16 +216,21 @@ class ProjectionRunner:
         return applied
 
     async def _catch_up_one(self, conn: AsyncConnection[Any], projection: Projection) -> int:
-        applied = 0
+        name, applied = projection.name, 0
         while True:
-            page = await run_page(conn, projection, self._page_size)
+            # An empty check moves the recorded position at most once a second: commands
+            # wait on `checked`, so projections without matching events cost no writes.
+            now = time.monotonic()
+            record_empty = now - self._recorded_at.get(name, 0.0) >= self._idle_recheck
+            page = await run_page(conn, projection, self._page_size, record_empty=record_empty)
+            if page.applied or record_empty:
+                self._recorded_at[name] = now
             applied += page.applied
-            moved = page.position > self.positions.get(projection.name, 0)
-            self.positions[projection.name] = page.position
-            if moved:
+            if page.checked > self.positions.get(name, 0):
+                self.positions[name] = page.checked
                 async with self._progress:
                     self._progress.notify_all()
-            if page.applied == 0:
+            if page.applied < self._page_size:
                 return applied
 
     async def run(self, stop: asyncio.Event) -> None:
