@@ -104,11 +104,13 @@ async def test_unknown_and_missing_fields_are_422(catalog: Api, baseline: int) -
 
 
 async def test_lengths_and_characters_are_checked(catalog: Api, baseline: int) -> None:
-    """Names over 128, descriptions over 512, sides over 64, control and NUL characters: 422."""
+    """Names over 128, descriptions over 512, sides over 64, blank names, control and NUL: 422."""
     cases = [
         (plan_task(name="n" * 129), "name must have at most 128 characters"),
         (plan_task(name=""), "name must not be empty"),
-        (plan_task(name="tab\there"), "name must not contain control characters"),
+        (plan_task(name="tab\there"), "name must not be blank or contain control characters"),
+        (plan_task(name="   "), "name must not be blank or contain control characters"),
+        (with_agent(side=" "), "agent_configs[0].side must not be blank or contain control characters"),
         (plan_task(description="d" * 513), "description must have at most 512 characters"),
         (plan_task(description="nul\x00"), "description must not contain NUL characters (\\u0000)"),
         (with_agent(side="s" * 65), "agent_configs[0].side must have at most 64 characters"),

@@ -21,7 +21,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "max_retry": (0, 100),
 }
 PATTERNS: dict[str, str] = {
-    NO_CONTROL: "must not contain control characters",
+    NO_CONTROL: "must not be blank or contain control characters",
     NO_NUL: "must not contain NUL characters (\\u0000)",
     OPERATOR: "must be 1 to 64 printable ASCII characters",
 }

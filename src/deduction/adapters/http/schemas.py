@@ -9,8 +9,8 @@ import msgspec
 
 from deduction.ids import MAX_ID
 
-NO_CONTROL = r"^[^\x00-\x1F\x7F]*$"
-"""Names: no control characters (they break logs, terminals and CSV exports)."""
+NO_CONTROL = r"^[^\x00-\x1F\x7F]*[^\x00-\x20\x7F][^\x00-\x1F\x7F]*$"
+"""Names: not blank, no control characters (they break logs, terminals and CSV exports)."""
 NO_NUL = r"^[^\x00]*$"
 """Free text: anything PostgreSQL can store, i.e. no NUL character."""
 OPERATOR = r"^[\x20-\x7E]{1,64}$"
@@ -27,8 +27,8 @@ def _text(max_length: int, pattern: str = NO_CONTROL, description: str = "") -> 
     ]
 
 
-Name = _text(128, description="1..128 characters, no control characters")
-ShortName = _text(64, description="1..64 characters, no control characters")
+Name = _text(128, description="1..128 characters, not blank, no control characters")
+ShortName = _text(64, description="1..64 characters, not blank, no control characters")
 LoadName = _text(128, description="the Engine's load name of the agent, 1..128 characters")
 Side = _text(64, description="the agent's side, e.g. red or blue (1..64 characters)")
 Description = Annotated[
