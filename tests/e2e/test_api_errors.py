@@ -36,7 +36,8 @@ async def assert_unchanged(api: Api, baseline: int) -> None:
 
 async def test_malformed_json_is_400(catalog: Api, baseline: int) -> None:
     """Bodies that are not JSON, or cut short, or missing: 400 saying so."""
-    for raw in [b"{", b'{"name": "x",', b"not json", b"\xff\xfe", b'{"name": "\\ud800"}']:
+    for raw in [b"{", b'{"name": "x",', b"not json", b"\xff\xfe", b'{"name": "\\ud800"}',
+                b'{"name": "\xff\xfe", "scheme_id": 1}']:
         status, body = await post_raw(catalog, CREATE, raw)
         assert status == 400, raw
         assert body["code"] == 400

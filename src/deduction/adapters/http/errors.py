@@ -121,6 +121,12 @@ def on_malformed(request: AnyRequest, exc: MalformedBodyError) -> Response[Error
     return error(400, f"request body is not valid JSON: {exc}")
 
 
+def on_not_utf8(request: AnyRequest, exc: UnicodeDecodeError) -> Response[ErrorEnvelope]:
+    # raised by Litestar's JSON decoding of the body, before any handler runs
+    log.warning("http.body_not_utf8", method=request.method, path=request.url.path)
+    return error(400, f"request body is not valid JSON: not UTF-8 ({exc.reason} at byte {exc.start})")
+
+
 def on_too_deep(request: AnyRequest, exc: RecursionError) -> Response[ErrorEnvelope]:
     # msgspec raises this while parsing absurdly nested JSON, before any handler runs
     return error(400, "request body is nested too deeply")
@@ -157,6 +163,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[ErrorEnvelope]]
     InputError: on_input,
     MalformedBodyError: on_malformed,
     RecursionError: on_too_deep,
+    UnicodeDecodeError: on_not_utf8,
     UnknownReferenceError: on_unknown_reference,
     NotFoundError: _status(404),
     DuplicateError: on_duplicate,
