@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import msgspec
 import structlog
 from eventsourcing.application import project_aggregate
+from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from psycopg import sql
 
@@ -29,6 +30,7 @@ from deduction.monitoring.findings import (
     match_agents,
     utc_now,
 )
+from deduction.monitoring.group_save import GroupSave
 from deduction.ports import (
     EngineAgent,
     EngineError,
@@ -81,6 +83,7 @@ class EngineReports:
         self.deadline, self.batch_size = unreachable_deadline, log_batch_size
         self.max_lines = max_lines_per_poll
         self._execution_ids: dict[int, list[int]] = {}
+        self._group_save = GroupSave(app.save)
         recorder = app.recorder
         self._bulk = hasattr(recorder, "datastore") and hasattr(recorder, "events_table_name")
         if self._bulk:
@@ -99,9 +102,15 @@ class EngineReports:
         raise AssertionError("unreachable")
 
     def _save(self, *objs: Any) -> int:
-        if not any(getattr(obj, "pending_events", True) for obj in objs):
-            return 0  # nothing new: no transaction at all
-        return max((r.notification.id for r in self.app.save(*objs)), default=0)
+        """Save atomically, sharing the transaction with saves from other polls that arrive
+        at the same time; nothing new means no transaction at all."""
+        events: list[Any] = []
+        for obj in objs:
+            if isinstance(obj, Aggregate):
+                events += obj.collect_events()
+            else:
+                events.append(obj)
+        return self._group_save(events)
 
     def _executions(self, task: DeductionTask) -> list[AgentExecution]:
         return [self.app.get_execution(eid) for eid in task.execution_ids]

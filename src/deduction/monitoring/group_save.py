@@ -1,0 +1,94 @@
+"""Group commit: saves that arrive together from several threads share one transaction.
+
+The event store serialises inserts with a table lock, and every transaction waits for its
+commit to reach the disk; a worker polling a thousand tasks would pay both a thousand times
+per cycle. A caller that finds no save under way becomes the leader: it saves what is queued
+(its own events and any that arrived meanwhile) in one `save()`, and goes on while more
+arrive; the others wait for their result. Each caller's events are still saved atomically. A
+conflict (IntegrityError) in a shared transaction saves each caller's events on its own, so
+only the caller that lost the race sees the conflict and re-applies its findings.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+Save = Callable[..., Sequence[Any]]  # Application.save: events in, recordings out
+
+
+class _Entry:
+    __slots__ = ("done", "error", "events", "position")
+
+    def __init__(self, events: list[Any]) -> None:
+        self.events = events
+        self.done = threading.Event()
+        self.position = 0
+        self.error: BaseException | None = None
+
+
+class GroupSave:
+    def __init__(self, save: Save, max_events: int = 5000, max_callers: int = 64) -> None:
+        self._save, self._max_events, self._max_callers = save, max_events, max_callers
+        self._mutex = threading.Lock()
+        self._queue: list[_Entry] = []
+        self._leading = False
+        self.transactions = 0  # for tests and benchmarks
+
+    def __call__(self, events: list[Any]) -> int:
+        """Save `events` atomically; the highest notification id they were given."""
+        if not events:
+            return 0
+        entry = _Entry(events)
+        with self._mutex:
+            self._queue.append(entry)
+            lead = not self._leading
+            self._leading = True
+        if lead:
+            self._lead()
+        entry.done.wait()
+        if entry.error is not None:
+            raise entry.error
+        return entry.position
+
+    def _lead(self) -> None:
+        while True:
+            with self._mutex:
+                batch, size = [], 0
+                while self._queue and len(batch) < self._max_callers and (
+                    not batch or size + len(self._queue[0].events) <= self._max_events
+                ):
+                    entry = self._queue.pop(0)
+                    batch.append(entry)
+                    size += len(entry.events)
+                if not batch:
+                    self._leading = False
+                    return
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Entry]) -> None:
+        try:
+            recordings = self._save(*(e for entry in batch for e in entry.events))
+            self.transactions += 1
+        except IntegrityError as error:
+            if len(batch) == 1:
+                self._finish(batch[0], error=error)
+            else:  # one of them lost a race: find out which, on their own
+                for entry in batch:
+                    self._commit([entry])
+            return
+        except BaseException as error:  # noqa: BLE001 - handed to every caller of the batch
+            for entry in batch:
+                self._finish(entry, error=error)
+            return
+        ids = {id(r.domain_event): r.notification.id for r in recordings}
+        for entry in batch:
+            self._finish(entry, max((ids.get(id(e), 0) for e in entry.events), default=0))
+
+    @staticmethod
+    def _finish(entry: _Entry, position: int = 0, error: BaseException | None = None) -> None:
+        entry.position, entry.error = position, error
+        entry.done.set()
