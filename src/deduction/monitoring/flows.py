@@ -42,7 +42,7 @@ class TaskMonitor:
         *,
         restart_backoff: float = 1.0,
         restart_backoff_cap: float = 60.0,
-        log_concurrency: int = 8,
+        log_concurrency: int = 32,
     ) -> None:
         self.reports, self.engine, self._run = reports, engine, run_sync
         self._backoff, self._backoff_cap = restart_backoff, restart_backoff_cap

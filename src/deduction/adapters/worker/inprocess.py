@@ -21,7 +21,7 @@ class InProcessWorker:
     """A queue of (job, task) keys; a key already queued or running is not queued again,
     so one task is never polled (or submitted, stopped, updated) twice at once."""
 
-    def __init__(self, settings: Settings, concurrency: int = 8) -> None:
+    def __init__(self, settings: Settings, concurrency: int = 32) -> None:
         self.settings, self._concurrency = settings, concurrency
         self._queue: asyncio.Queue[Key] = asyncio.Queue()
         self._pending: set[Key] = set()  # queued or running
