@@ -58,10 +58,25 @@ class Knobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reject_submissions: str | None = None  # answer every submission 422 with this message
 
 
+_SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS" (lines share seconds)
+
+
 def format_us(us: int, resolution: str) -> str:
-    dt = datetime.fromtimestamp(us / 1_000_000, timezone.utc).replace(tzinfo=None)
-    spec = {"us": "microseconds", "ms": "milliseconds", "s": "seconds"}[resolution]
-    return dt.isoformat(timespec=spec) + "Z"
+    """RFC 3339 UTC with `Z`, to the resolution's precision (integer arithmetic, exact)."""
+    second, fraction = divmod(us, 1_000_000)
+    prefix = _SECONDS.get(second)
+    if prefix is None:
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        prefix = datetime.fromtimestamp(second, timezone.utc).replace(tzinfo=None).isoformat()
+        _SECONDS[second] = prefix
+    if resolution == "ms":
+        return f"{prefix}.{fraction // 1000:03d}Z"
+    if resolution == "us":
+        return f"{prefix}.{fraction:06d}Z"
+    if resolution == "s":
+        return prefix + "Z"
+    raise KeyError(resolution)
 
 
 def parse_us(text: str) -> int:
