@@ -22,6 +22,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import aiohttp
+import psutil
 import psycopg
 
 from bench.common import Result, scratch_database, versions
@@ -41,6 +42,15 @@ AGENTS = 10
 def engine_command(port: int) -> list[str]:
     return [sys.executable, "-m", "deduction", "engine", "--port", str(port),
             "--duration", "3600:3600", "--fail-rate", "0", "--log-rate", "2"]  # fmt: skip
+
+
+async def settle(services: Services, timeout: float = 300) -> None:
+    """Wait until the read tables include every event saved so far."""
+    async with await psycopg.AsyncConnection.connect(services.database_url,
+                                                     autocommit=True) as conn:  # fmt: skip
+        head = await head_position(conn)
+    if not await services.runner.wait_for(head, timeout):
+        raise RuntimeError("the read tables did not catch up")
 
 
 async def add_running_tasks(services: Services, engine_url: str, count: int) -> None:
@@ -105,11 +115,7 @@ async def add_running_tasks(services: Services, engine_url: str, count: int) -> 
                                            stored.topic, stored.state))  # fmt: skip
 
     await asyncio.to_thread(copy)
-    async with await psycopg.AsyncConnection.connect(services.database_url,
-                                                     autocommit=True) as conn:  # fmt: skip
-        head = await head_position(conn)
-    if not await services.runner.wait_for(head, 300):
-        raise RuntimeError("the read tables did not catch up with the set-up")
+    await settle(services)
 
 
 async def http_floor(services: Services, engine_url: str, concurrency: int = 64) -> float:
@@ -137,16 +143,29 @@ async def http_floor(services: Services, engine_url: str, concurrency: int = 64)
         return time.perf_counter() - start
 
 
-async def cycle(worker: InProcessWorker) -> float:
-    """One sweep and every job it led to; seconds."""
+def cpu_seconds(pid: int | None = None) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def cycle(worker: InProcessWorker, engine_pid: int | None = None,
+                cpu: dict[str, list[float]] | None = None) -> float:  # fmt: skip
+    """One sweep and every job it led to; seconds (and CPU seconds of worker and Engine)."""
+    before = (cpu_seconds(), cpu_seconds(engine_pid) if engine_pid else 0.0)
     start = time.perf_counter()
     await worker.enqueue("sweep")
     await worker.idle()
-    return time.perf_counter() - start
+    took = time.perf_counter() - start
+    if cpu is not None:
+        cpu["worker"].append(round(cpu_seconds() - before[0], 2))
+        if engine_pid:
+            cpu["engine"].append(round(cpu_seconds(engine_pid) - before[1], 2))
+    return took
 
 
 async def measure(database_url: str, engine_url: str, sizes: list[int], runs: int,
-                  main_size: int, spacing: float) -> dict[str, Any]:  # fmt: skip
+                  main_size: int, spacing: float, engine_pid: int | None = None,
+                  ) -> dict[str, Any]:  # fmt: skip
     settings = Settings(database_url=database_url, engine_url=engine_url,
                         task_poll_interval=INTERVAL, task_poll_enabled=False,
                         log_level="WARNING")  # fmt: skip
@@ -154,6 +173,7 @@ async def measure(database_url: str, engine_url: str, sizes: list[int], runs: in
     cycles: dict[int, list[float]] = {}
     warmups: dict[int, float] = {}
     floors: dict[int, float] = {}
+    cpu: dict[str, list[float]] = {"worker": [], "engine": []}
     async with open_services(settings) as services:
         worker = InProcessWorker(settings)
         async with open_worker_context(services, worker.enqueue) as ctx, worker.running(ctx):
@@ -170,18 +190,18 @@ async def measure(database_url: str, engine_url: str, sizes: list[int], runs: in
                 for _ in range(runs if size == main_size else 1):
                     await asyncio.sleep(max(0.0, last + spacing - time.perf_counter()))
                     last = time.perf_counter()
-                    samples.append(await cycle(worker))
+                    samples.append(await cycle(worker, engine_pid,
+                                               cpu if size == main_size else None))
                 cycles[size] = samples
                 if size == main_size:
+                    await settle(services)  # the read tables have caught up: nothing else runs
                     await asyncio.sleep(max(0.0, last + spacing - time.perf_counter()))
                     floors[size] = await http_floor(services, engine_url)
                 print(f"   {size} tasks: cycle {[round(s, 2) for s in samples]}s"
                       f" (first, pairing: {warmups[size]:.2f}s)", file=sys.stderr, flush=True)
-                await services.runner.wait_for(
-                    max(services.runner.positions.values(), default=0), 60
-                )
+                await settle(services)
             polled = worker.done
-    return {"cycles": cycles, "warmups": warmups, "jobs": polled, "http_floor": floors}
+    return {"cycles": cycles, "warmups": warmups, "jobs": polled, "http_floor": floors, "cpu": cpu}
 
 
 def largest_fitting(points: list[tuple[int, float]], interval: float) -> int:
@@ -201,12 +221,13 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     if smoke:
         sizes, main_size, runs, spacing = [10, 20], 20, 1, 0.2
     else:
-        sizes, main_size, spacing = [250, 500, 1000, 2000], 1000, INTERVAL
+        sizes, main_size, spacing = [125, 250, 500, 1000], 1000, INTERVAL
     with scratch_database("poll") as url:
         port = free_port()
         engine_url = f"http://127.0.0.1:{port}"
-        with server(engine_command(port), {}, f"{engine_url}/admin/knobs"):
-            data = asyncio.run(measure(url, engine_url, sizes, runs, main_size, spacing))
+        with server(engine_command(port), {}, f"{engine_url}/admin/knobs") as engine:
+            data = asyncio.run(measure(url, engine_url, sizes, runs, main_size, spacing,
+                                       engine.pid))
             with psycopg.connect(url) as conn:
                 lines = conn.execute("SELECT count(*) FROM agent_execution_log").fetchone()[0]
         ver = versions(url)
@@ -239,6 +260,7 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
                                           for n, t in sorted(data["warmups"].items())},
                "largest_task_count_within_interval": fits,
                "engine_calls_alone_s": round(data["http_floor"][main_size], 3),
+               "cpu_s_per_cycle": data["cpu"],
                "jobs_run": data["jobs"], "log_lines_stored": lines},
         versions=ver,
     )
