@@ -21,18 +21,23 @@ Save = Callable[..., Sequence[Any]]  # Application.save: events in, recordings o
 
 
 class _Entry:
-    __slots__ = ("done", "error", "events", "position")
+    __slots__ = ("done", "error", "events", "position", "weight")
 
-    def __init__(self, events: list[Any]) -> None:
-        self.events = events
+    def __init__(self, events: list[Any], weight: int) -> None:
+        self.events, self.weight = events, weight
         self.done = threading.Event()
         self.position = 0
         self.error: BaseException | None = None
 
 
 class GroupSave:
-    def __init__(self, save: Save, max_events: int = 5000, max_callers: int = 64) -> None:
-        self._save, self._max_events, self._max_callers = save, max_events, max_callers
+    """`weigh` sizes a caller's events; a shared transaction holds at most `max_weight` (a
+    caller heavier than that is saved on its own) and at most `max_callers` callers."""
+
+    def __init__(self, save: Save, weigh: Callable[[list[Any]], int] = len,
+                 max_weight: int = 5000, max_callers: int = 64) -> None:  # fmt: skip
+        self._save, self._weigh = save, weigh
+        self._max_weight, self._max_callers = max_weight, max_callers
         self._mutex = threading.Lock()
         self._queue: list[_Entry] = []
         self._leading = False
@@ -42,7 +47,7 @@ class GroupSave:
         """Save `events` atomically; the highest notification id they were given."""
         if not events:
             return 0
-        entry = _Entry(events)
+        entry = _Entry(events, self._weigh(events))
         with self._mutex:
             self._queue.append(entry)
             lead = not self._leading
@@ -59,11 +64,11 @@ class GroupSave:
             with self._mutex:
                 batch, size = [], 0
                 while self._queue and len(batch) < self._max_callers and (
-                    not batch or size + len(self._queue[0].events) <= self._max_events
+                    not batch or size + self._queue[0].weight <= self._max_weight
                 ):
                     entry = self._queue.pop(0)
                     batch.append(entry)
-                    size += len(entry.events)
+                    size += entry.weight
                 if not batch:
                     self._leading = False
                     return

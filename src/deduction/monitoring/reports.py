@@ -46,6 +46,11 @@ _KNOWN_TASKS = 100_000  # execution ids remembered per task (they never change)
 Loaded = tuple[DeductionTask, list[AgentExecution], dict[int, tuple[int, Cursor]]]
 
 
+def _weight(events: list[Any]) -> int:
+    """What an event costs to save: one, plus its log lines."""
+    return sum(1 + len(getattr(e, "lines", ())) for e in events)
+
+
 class _CursorOnly(msgspec.Struct):
     """The one field of a stored LogsReceived event a poll needs (its lines are skipped)."""
 
@@ -83,7 +88,8 @@ class EngineReports:
         self.deadline, self.batch_size = unreachable_deadline, log_batch_size
         self.max_lines = max_lines_per_poll
         self._execution_ids: dict[int, list[int]] = {}
-        self._group_save = GroupSave(app.save)
+        # A shared transaction carries about as much as one busy poll did on its own.
+        self._group_save = GroupSave(app.save, weigh=_weight, max_weight=5000)
         recorder = app.recorder
         self._bulk = hasattr(recorder, "datastore") and hasattr(recorder, "events_table_name")
         if self._bulk:
