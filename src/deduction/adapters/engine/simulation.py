@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 import time
 from bisect import bisect_left, bisect_right
+from itertools import accumulate
+from math import isfinite
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -86,6 +88,21 @@ def parse_us(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+_LEVEL_TABLE: list[Any] = [None, (), [], 0.0]  # the mix it was made from (held), levels, sums
+
+
+def _level_table(mix: dict[str, float]) -> tuple[tuple[str, ...], list[float], float]:
+    """Levels and cumulative weights of a level mix, as random.choices would compute them."""
+    if _LEVEL_TABLE[0] is not mix:  # knobs are replaced, never changed in place
+        levels, weights = zip(*mix.items())
+        cum_weights = list(accumulate(weights))
+        total = cum_weights[-1] + 0.0
+        if total <= 0.0 or not isfinite(total):
+            raise ValueError("level_mix weights must add up to a positive number")
+        _LEVEL_TABLE[:] = [mix, levels, cum_weights, total]
+    return _LEVEL_TABLE[1], _LEVEL_TABLE[2], _LEVEL_TABLE[3]
+
+
 # A stored line: (timestamp µs, level, message, source, extra, seq, resolution)
 Line = tuple[int, str, str, str | None, dict[str, Any] | None, int, str]
 
@@ -145,8 +162,9 @@ class SimAgent:
             self.lines.append(self.lines[-1][:5] + (len(self.lines), self.lines[-1][6]))
             return
         self._step += 1
-        levels, weights = zip(*k.level_mix.items())
-        level = rng.choices(levels, weights)[0]
+        levels, cum_weights, total = _level_table(k.level_mix)
+        # what rng.choices(levels, weights)[0] does, with the sums made once per mix
+        level = levels[bisect_right(cum_weights, rng.random() * total, 0, len(levels) - 1)]
         template = rng.choice(_MESSAGES.get(level, _MESSAGES["INFO"]))
         message = template.format(n=self._step, k=rng.randint(1, 64), h=rng.getrandbits(32))
         source = rng.choice(_SOURCES)
