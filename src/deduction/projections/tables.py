@@ -45,6 +45,8 @@ TASKS = [
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_create_at ON deduction_task(create_at)",
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_newest ON deduction_task(id DESC)",
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_status_newest ON deduction_task(status, id DESC)",
+    # the worker's sweep: "ended within the last minute" without scanning every ended task
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_end_time ON deduction_task(end_time)",
 ]
 
 AGENTS = [
