@@ -22,7 +22,11 @@ run: $(STAMP) ## start API + worker + reference Engine on the embedded PostgreSQ
 test: $(STAMP) ## run the test suite (DATABASE_URL / REDIS_URL when set, embedded otherwise)
 	$(VENV)/bin/pytest -q
 
+bench: $(STAMP) ## run the benchmarks beside their baselines; writes bench/results/*.json
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk not installed: using the Python load generator"
+	$(PY) -m bench.run $(BENCH)
+
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .data
 
-.PHONY: help install run test clean
+.PHONY: help install run test bench clean
