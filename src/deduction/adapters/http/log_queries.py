@@ -127,8 +127,11 @@ def _compose_total_query(scope: Scope, f: LogFilter) -> sql.Composed:
 
 async def log_page(
     conn: AsyncConnection[Any], scope: Scope, ident: int, f: LogFilter
-) -> tuple[int, list[dict[str, Any]], int | None]:
-    """(total, lines of this page, cursor of the next page or None)."""
+) -> tuple[bool, int, list[dict[str, Any]], int | None]:
+    """(exists, total, lines of this page, cursor of the next page or None).
+
+    The existence check, the page and the total go out in one pipeline: one round trip.
+    """
     params = {
         "ident": ident,
         "start": f.start,
@@ -137,12 +140,21 @@ async def log_page(
         "limit": f.limit + 1,  # one more tells whether a next page exists
         "min_level": f.min_level,
     }
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(page_query(scope, f), params)
-        rows = await cur.fetchall()
-    total_cur = await conn.execute(total_query(scope, f), params)
+    table = "agent_execution" if scope == "agent_execution_id" else "deduction_task"
+    async with conn.pipeline():
+        exists_cur = await conn.execute(_EXISTS[table], [ident], prepare=True)
+        page_cur = conn.cursor(row_factory=dict_row)
+        await page_cur.execute(page_query(scope, f), params, prepare=True)
+        total_cur = await conn.execute(total_query(scope, f), params, prepare=True)
+    exists = await exists_cur.fetchone() is not None
+    rows = await page_cur.fetchall()
     total_row = await total_cur.fetchone()
     more = len(rows) > f.limit
     rows = rows[: f.limit]
     next_cursor = rows[-1]["id"] if more and rows else None
-    return int(total_row[0] if total_row else 0), rows, next_cursor
+    return exists, int(total_row[0] if total_row else 0), rows, next_cursor
+
+
+_EXISTS = {t: f"SELECT 1 FROM {t} WHERE id = %s" for t in ("agent_execution", "deduction_task")}
+
+

@@ -22,7 +22,6 @@ from deduction.adapters.http.params import (
     TaskId,
 )
 from deduction.adapters.http.responses import LogPageResponse
-from deduction.adapters.http.queries import execution_exists, task_exists
 from deduction.adapters.http.schemas import InputError
 from deduction.application import NotFoundError
 from deduction.bootstrap import Services
@@ -60,11 +59,10 @@ def log_filter(
 
 async def _page(services: Services, scope: Scope, ident: int, f: LogFilter) -> views.LogPage:
     async with services.pool.connection() as conn:
-        exists = execution_exists if scope == "agent_execution_id" else task_exists
-        if not await exists(conn, ident):
-            kind = "agent execution" if scope == "agent_execution_id" else "task"
-            raise NotFoundError(kind, ident)
-        total, rows, cursor = await log_page(conn, scope, ident, f)
+        exists, total, rows, cursor = await log_page(conn, scope, ident, f)
+    if not exists:
+        kind = "agent execution" if scope == "agent_execution_id" else "task"
+        raise NotFoundError(kind, ident)
     lines = [views.from_row(views.LogLine, r) for r in rows]
     return views.LogPage(total=total, logs=lines, next_cursor=cursor)
 
