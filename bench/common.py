@@ -6,10 +6,8 @@ import contextlib
 import json
 import os
 import platform
-import statistics
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -61,17 +59,6 @@ def scratch_database(prefix: str) -> Iterator[str]:
         yield with_database(base, name)
     finally:
         drop_database(base, name)
-
-
-def median_of(runs: int, fn: Callable[[], float]) -> tuple[float, list[float]]:
-    samples = [fn() for _ in range(runs)]
-    return statistics.median(samples), samples
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def machine() -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -278,7 +277,3 @@ class DeductionApp(Application[UUID]):
             return Receipt(position, {"updated_count": len(touched)})
 
         return self._retrying(command)
-
-
-def created_at_iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

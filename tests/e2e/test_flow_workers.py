@@ -22,7 +22,7 @@ from deduction.bootstrap import Services, open_dispatch, open_services
 from deduction.catalog_seed import demo_catalog, load_catalog
 from tests.conftest import Api
 from tests.conftest import test_settings as settings_for
-from tests.e2e.test_flow_engine import TASK, _create, _detail, _logs_match
+from tests.e2e.test_flow_engine import _create, _detail, _logs_match
 from tests.engine_support import LiveEngine, live_engine, wait_until
 
 pytestmark = pytest.mark.redis

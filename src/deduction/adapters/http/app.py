@@ -121,6 +121,7 @@ def _litestar(state: State, max_body_bytes: int) -> Litestar:
         openapi_config=openapi_config(),
         state=state,
         request_max_body_size=max_body_bytes,
+        logging_config=None,  # structlog is configured by the CLI; leave stdlib logging alone
     )
 
 

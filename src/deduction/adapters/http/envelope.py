@@ -53,7 +53,3 @@ def ok(data: T, message: str = "success", code: int = 200) -> Envelope[T]:
 def rfc3339(value: datetime) -> str:
     """UTC, always six fractional digits and `Z`, so every time in the API has one shape."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def rfc3339_or_none(value: datetime | None) -> str | None:
-    return None if value is None else rfc3339(value)

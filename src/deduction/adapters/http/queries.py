@@ -50,11 +50,6 @@ async def task_exists(conn: Conn, task_id: int) -> bool:
     return bool(await _scalar(conn, query, [task_id]))
 
 
-async def execution_exists(conn: Conn, execution_id: int) -> bool:
-    query = sql.SQL("SELECT 1 FROM agent_execution WHERE id = %s")
-    return bool(await _scalar(conn, query, [execution_id]))
-
-
 async def task_page(
     conn: Conn, page: int, size: int, status: str | None
 ) -> tuple[int, list[Row]]:
