@@ -75,6 +75,17 @@ class NewTask:
     agent_configs: list[AgentConfig]
 
 
+def retry_on_conflict(command: Callable[[], T]) -> T:
+    """Run a load-decide-save command again when a concurrent writer won the race."""
+    for attempt in range(_COMMAND_ATTEMPTS):
+        try:
+            return command()
+        except IntegrityError:
+            if attempt == _COMMAND_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 class DeductionApp(Application[UUID]):
     """Commands of the service; queries are answered by the read tables, never here."""
 
@@ -98,16 +109,6 @@ class DeductionApp(Application[UUID]):
             return self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise NotFoundError(kind, ident) from None
-
-    def _retrying(self, command: Callable[[], T]) -> T:
-        """Run a load-decide-save command again when a concurrent writer won the race."""
-        for attempt in range(_COMMAND_ATTEMPTS):
-            try:
-                return command()
-            except IntegrityError:
-                if attempt == _COMMAND_ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
 
     def get_task(self, task_id: int) -> DeductionTask:
         task = self._get(to_uuid(task_id), "task", task_id)
@@ -239,7 +240,7 @@ class DeductionApp(Application[UUID]):
             position = self._save(task, *executions)
             return Receipt(position, {"task_id": task_id, "status": task.status, "changed": True})
 
-        return self._retrying(command)
+        return retry_on_conflict(command)
 
     def update_config(
         self, task_id: int, changes: Iterable[tuple[int, Mapping[str, Any]]], operator: str
@@ -276,4 +277,4 @@ class DeductionApp(Application[UUID]):
             position = self._save(task, *touched.values())
             return Receipt(position, {"updated_count": len(touched)})
 
-        return self._retrying(command)
+        return retry_on_conflict(command)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -11,10 +10,10 @@ import msgspec
 import structlog
 from eventsourcing.application import project_aggregate
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, StoredEvent
+from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from deduction.application import DeductionApp, NotFoundError
+from deduction.application import DeductionApp, NotFoundError, retry_on_conflict
 from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
 from deduction.domain.logs import log_stream_id
 from deduction.ids import to_uuid
@@ -41,7 +40,6 @@ from deduction.ports import (
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-_ATTEMPTS = 5
 _KNOWN_TASKS = 100_000  # execution ids remembered per task (they never change)
 Loaded = tuple[DeductionTask, list[AgentExecution], dict[int, tuple[int, Cursor]]]
 
@@ -97,15 +95,6 @@ class EngineReports:
             self._load_sql = sql.SQL(_LOAD).format(table=table)
 
     # -- helpers -----------------------------------------------------------------------------
-
-    def _retrying(self, command: Callable[[], T]) -> T:
-        for attempt in range(_ATTEMPTS):
-            try:
-                return command()
-            except IntegrityError:  # a concurrent writer won: reload and apply again
-                if attempt == _ATTEMPTS - 1:
-                    raise
-        raise AssertionError("unreachable")
 
     def _save(self, *objs: Any) -> int:
         """Save atomically, sharing the transaction with saves from other polls that arrive
@@ -233,7 +222,7 @@ class EngineReports:
             }  # fmt: skip
             return SubmitPlan(task_id, payload, included)
 
-        return self._retrying(command)
+        return retry_on_conflict(command)
 
     def record_submitted(self, plan: SubmitPlan, engine_task_id: str) -> Outcome:
         def command() -> Outcome:
@@ -244,7 +233,7 @@ class EngineReports:
                 task.record_update_delivered(update_id)
             return self._outcome(self._save(task), task)
 
-        return self._retrying(command)
+        return retry_on_conflict(command)
 
     def record_submission_failed(self, task_id: int, error: EngineError) -> Outcome:
         """Rejected (4xx): the task fails with the Engine's message. Otherwise: unreachable."""
@@ -260,7 +249,7 @@ class EngineReports:
                     self._engine_failed(task, executions, error)
             return self._outcome(self._save(task, *executions), task)
 
-        return self._retrying(command)
+        return retry_on_conflict(command)
 
     # -- updates and stops -------------------------------------------------------------------
 
@@ -285,7 +274,7 @@ class EngineReports:
                 task.record_update_delivered(update_id)
             return self._outcome(self._save(task), task)
 
-        return self._retrying(command)
+        return retry_on_conflict(command)
 
     def plan_stop(self, task_id: int) -> str | None:
         task = self.app.get_task(task_id)
@@ -297,7 +286,7 @@ class EngineReports:
             task.record_stop_delivered()
             return self._outcome(self._save(task), task)
 
-        return self._retrying(command)
+        return retry_on_conflict(command)
 
     # -- polls -------------------------------------------------------------------------------
 
@@ -318,7 +307,9 @@ class EngineReports:
 
     def record_poll(self, report: PollReport) -> Outcome:
         loaded = [report.plan.loaded] if report.plan is not None else []
-        return self._retrying(lambda: self._record_poll(report, loaded.pop() if loaded else None))
+        return retry_on_conflict(
+            lambda: self._record_poll(report, loaded.pop() if loaded else None)
+        )
 
     def _record_poll(self, report: PollReport, loaded: Any) -> Outcome:
         task, executions, cursors = loaded if loaded is not None else self.load(report.task_id)
