@@ -20,6 +20,7 @@ from deduction.projections.runner import create_read_tables, all_projections
 
 LEVELS = [("DEBUG", 10)] * 20 + [("INFO", 20)] * 60 + [("WARNING", 30)] * 14 + [("ERROR", 40)] * 5 + [("CRITICAL", 50)]
 TASKS, AGENTS = 20, 10
+LOG_INDEXES = [s for s in tables.LOGS if "ON agent_execution_log(" in s]
 
 
 def populate(url: str, lines: int) -> list[tuple[int, list[int]]]:
@@ -33,9 +34,8 @@ def populate(url: str, lines: int) -> list[tuple[int, list[int]]]:
 
     asyncio.run(create())
     with psycopg.connect(url, autocommit=True) as conn:
-        for name in ("idx_agent_log_execution_id", "idx_agent_log_timestamp", "idx_agent_log_level",
-                     "idx_agent_log_task", "idx_agent_log_execution_level", "idx_agent_log_task_level"):
-            conn.execute(f"DROP INDEX IF EXISTS {name}")
+        for statement in LOG_INDEXES:  # dropped for the bulk load, built once after it
+            conn.execute(f"DROP INDEX IF EXISTS {statement.split()[5]}")
         for task_id, execs in layout:
             conn.execute(
                 "INSERT INTO deduction_task (id, scheme_id, env_instance_id, name, status,"
@@ -66,7 +66,7 @@ def populate(url: str, lines: int) -> list[tuple[int, list[int]]]:
         conn.execute(
             "INSERT INTO agent_execution_log_count SELECT agent_execution_id, deduction_task_id,"
             " level_no, count(*) FROM agent_execution_log GROUP BY 1, 2, 3")
-        for statement in tables.LOGS[1:7]:  # the secondary indexes, built once after the load
+        for statement in LOG_INDEXES:
             conn.execute(statement)
         conn.execute("VACUUM ANALYZE agent_execution_log")
     return layout
