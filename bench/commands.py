@@ -12,7 +12,7 @@ from bench.http_load import api_server
 from bench.task_detail_reads import API
 from bench.workload import task_history
 from deduction.adapters.postgres import eventsourcing_env
-from deduction.application import DeductionApp
+from deduction.application.service import DeductionApp
 
 _CLIENT = """
 import asyncio, json, sys, time, aiohttp

@@ -28,10 +28,11 @@ import psycopg
 from bench.common import Result, scratch_database, versions
 from bench.http_load import free_port, server
 from deduction.adapters.worker import InProcessWorker
-from deduction.bootstrap import Services, open_services, open_worker_context
+from deduction.application.services import Services
+from deduction.bootstrap import open_services, open_worker_context
 from deduction.config import Settings
 from deduction.domain import AgentExecution, DeductionTask, TaskName
-from deduction.ids import new_id
+from deduction.domain.ids import new_id
 from deduction.logging import configure_logging
 from deduction.projections.runner import EVENTS_TABLE, head_position
 

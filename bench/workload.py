@@ -9,9 +9,9 @@ from typing import Any
 import psycopg
 
 from deduction.adapters.postgres import eventsourcing_env
-from deduction.application import DeductionApp
+from deduction.application.service import DeductionApp
 from deduction.domain import AgentExecution, DeductionTask, ExecutionLog, TaskName
-from deduction.ids import new_id
+from deduction.domain.ids import new_id
 
 LEVELS = ("DEBUG", "INFO", "INFO", "INFO", "WARNING", "ERROR")
 

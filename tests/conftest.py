@@ -27,8 +27,9 @@ from deduction.adapters.postgres import (
     start_embedded,
     with_database,
 )
-from deduction.application import DeductionApp
-from deduction.bootstrap import Services, open_services
+from deduction.application.service import DeductionApp
+from deduction.application.services import Services
+from deduction.bootstrap import open_services
 from deduction.config import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

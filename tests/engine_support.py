@@ -14,14 +14,15 @@ import msgspec
 from psycopg import AsyncConnection
 
 from deduction.adapters.engine import HttpEngine
-from deduction.adapters.engine.reference import ReferenceEngine, serve_reference_engine
-from deduction.adapters.engine.simulation import Knobs
-from deduction.application import AgentConfig, DeductionApp, NewTask
-from deduction.bootstrap import Services
-from deduction.catalog_seed import demo_catalog, load_catalog
-from deduction.log_cursor import normalise
-from deduction.monitoring import EngineReports, TaskMonitor
-from deduction.ports import EngineLogLine
+from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
+from deduction.reference_engine.simulation import Knobs
+from deduction.application.service import AgentConfig, DeductionApp, NewTask
+from deduction.application.services import Services
+from deduction.application.catalog_import import demo_catalog, load_catalog
+from deduction.application.log_cursor import normalise
+from deduction.application.monitor import TaskMonitor
+from deduction.application.reports import EngineReports
+from deduction.application.ports import EngineLogLine
 from tests.conftest import free_port
 
 T = TypeVar("T")

@@ -13,16 +13,13 @@ import structlog
 from psycopg_pool import AsyncConnectionPool
 
 from deduction.adapters.postgres import eventsourcing_env, start_embedded
-from deduction.application import DeductionApp, Receipt
+from deduction.application.service import DeductionApp
+from deduction.application.services import Services
 from deduction.config import Settings, data_path
-from deduction.ports import Dispatcher, NoDispatcher
+from deduction.application.ports import Dispatcher, NoDispatcher
 from deduction.projections.runner import ProjectionRunner
 
 log = structlog.get_logger(__name__)
-
-
-class ReadModelLagError(Exception):
-    """The command was saved, but the read tables did not include it in time (503)."""
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -30,34 +27,6 @@ def resolve_database_url(settings: Settings) -> str:
     if settings.database_url:
         return settings.database_url
     return start_embedded(data_path(settings))
-
-
-@dataclass
-class Services:
-    settings: Settings
-    database_url: str
-    app: DeductionApp
-    runner: ProjectionRunner
-    pool: AsyncConnectionPool
-    executor: ThreadPoolExecutor
-    dispatcher: Dispatcher = field(default_factory=NoDispatcher)
-
-    async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a synchronous application call in the bounded command thread pool."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
-
-    async def command(self, fn: Callable[..., Receipt], *args: Any) -> Receipt:
-        """Run a command, then wait until the read tables include its events."""
-        receipt: Receipt = await self.run_sync(fn, *args)
-        self.runner.kick()
-        if not await self.runner.wait_for(
-            receipt.position, self.settings.read_your_writes_timeout
-        ):
-            raise ReadModelLagError(
-                f"saved, but the read tables did not reach position {receipt.position}"
-                f" within {self.settings.read_your_writes_timeout}s"
-            )
-        return receipt
 
 
 @contextlib.asynccontextmanager
@@ -99,7 +68,8 @@ async def open_worker_context(
     import aiohttp
 
     from deduction.adapters.engine import CircuitBreaker, HttpEngine
-    from deduction.monitoring import EngineReports, TaskMonitor
+    from deduction.application.monitor import TaskMonitor
+    from deduction.application.reports import EngineReports
 
     s = services.settings
     connector = aiohttp.TCPConnector(limit=100, limit_per_host=100)
@@ -139,3 +109,25 @@ async def open_dispatch(services: Services) -> AsyncIterator[Dispatcher]:
             yield services.dispatcher
         finally:
             services.dispatcher = NoDispatcher()
+
+
+@contextlib.asynccontextmanager
+async def open_arq_worker(settings: Settings, enqueue: Callable[..., Any]) -> AsyncIterator[dict[str, Any]]:
+    """What an arq worker process opens at start-up: the services and the jobs' ctx."""
+    async with open_services(settings) as services, open_worker_context(services, enqueue) as ctx:
+        yield ctx
+
+
+def arq_worker_settings(settings: Settings) -> dict[str, Any]:
+    from deduction.adapters.worker.arq_worker import worker_settings
+
+    return worker_settings(settings, open_arq_worker)
+
+
+def __getattr__(name: str) -> Any:
+    """`arq deduction.bootstrap.WorkerSettings` reads the environment when it asks for it."""
+    if name == "WorkerSettings":
+        from deduction.config import load_settings
+
+        return type("WorkerSettings", (), arq_worker_settings(load_settings()))
+    raise AttributeError(name)

@@ -45,7 +45,7 @@ async def _projections_status(settings: Settings) -> int:
 async def _projections_rebuild(settings: Settings, names: Sequence[str]) -> int:
     import time
 
-    from deduction.application import DeductionApp
+    from deduction.application.service import DeductionApp
     from deduction.adapters.postgres import eventsourcing_env
     from deduction.bootstrap import resolve_database_url
     from deduction.projections.runner import rebuild
@@ -68,7 +68,7 @@ async def _serve(settings: Settings, demo: bool, with_engine: bool = False) -> i
 
     from deduction.adapters.http.app import create_app
     from deduction.bootstrap import open_dispatch, open_services
-    from deduction.catalog_seed import demo_catalog, load_catalog
+    from deduction.application.catalog_import import demo_catalog, load_catalog
 
     async with contextlib.AsyncExitStack() as stack:
         if with_engine:
@@ -96,7 +96,7 @@ def _local_engine(settings: Settings) -> Any:
     """The reference Engine on ENGINE_URL's host and port (for `make run`)."""
     from urllib.parse import urlsplit
 
-    from deduction.adapters.engine.reference import ReferenceEngine, serve_reference_engine
+    from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
 
     url = urlsplit(settings.engine_url)
     host, port = url.hostname or "127.0.0.1", url.port or 8080
@@ -105,8 +105,8 @@ def _local_engine(settings: Settings) -> Any:
 
 
 async def _engine(args: argparse.Namespace) -> int:
-    from deduction.adapters.engine.reference import run_reference_engine
-    from deduction.adapters.engine.simulation import Knobs
+    from deduction.reference_engine.server import run_reference_engine
+    from deduction.reference_engine.simulation import Knobs
 
     knobs = Knobs(
         seed=args.seed, latency=args.latency, error_rate=args.error_rate,
@@ -123,9 +123,9 @@ async def _engine(args: argparse.Namespace) -> int:
 def _worker(settings: Settings) -> int:
     from arq.worker import run_worker
 
-    from deduction.adapters.worker.arq_worker import worker_settings
+    from deduction.bootstrap import arq_worker_settings
 
-    run_worker(worker_settings(settings))  # type: ignore[arg-type]
+    run_worker(arq_worker_settings(settings))  # type: ignore[arg-type]
     return 0
 
 
@@ -164,9 +164,9 @@ async def _db_url(settings: Settings) -> int:
 
 async def _load_catalog(settings: Settings, path: Path | None) -> int:
     from deduction.adapters.postgres import eventsourcing_env
-    from deduction.application import DeductionApp
+    from deduction.application.service import DeductionApp
     from deduction.bootstrap import resolve_database_url
-    from deduction.catalog_seed import demo_catalog, load_catalog, read_catalog_file
+    from deduction.application.catalog_import import demo_catalog, load_catalog, read_catalog_file
 
     url = await asyncio.to_thread(resolve_database_url, settings)
     app = DeductionApp(env=eventsourcing_env(url))

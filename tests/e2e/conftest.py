@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from deduction.catalog_seed import demo_catalog, load_catalog
+from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.domain import ExecutionLog
 from tests.conftest import Api
 

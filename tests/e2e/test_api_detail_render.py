@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from deduction.adapters.http import queries, views
-from deduction.application import DeductionApp
+from deduction.application.service import DeductionApp
 from tests.conftest import Api
 from tests.integration.helpers import example_task, seed_catalog
 

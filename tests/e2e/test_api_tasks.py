@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from deduction.ids import MAX_ID
+from deduction.domain.ids import MAX_ID
 from tests.conftest import Api
 from tests.e2e.conftest import TASK, create_task, drive_task, event_head, plan_task
 

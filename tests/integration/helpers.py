@@ -6,8 +6,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from deduction.application import AgentConfig, DeductionApp, NewTask
-from deduction.catalog_seed import demo_catalog, load_catalog
+from deduction.application.service import AgentConfig, DeductionApp, NewTask
+from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.domain import ExecutionLog
 from deduction.projections.runner import all_projections
 

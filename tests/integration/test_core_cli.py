@@ -8,7 +8,7 @@ import sys
 
 from psycopg import AsyncConnection
 
-from deduction.application import DeductionApp
+from deduction.application.service import DeductionApp
 from tests.integration.test_core_projections import catch_up, make_history
 from tests.integration.helpers import snapshot
 

@@ -9,10 +9,10 @@ from threading import Barrier
 import pytest
 
 from deduction.adapters.postgres import eventsourcing_env
-from deduction.application import DeductionApp, DuplicateError, UnknownReferenceError
-from deduction.bootstrap import Services
+from deduction.application.service import DeductionApp, DuplicateError, UnknownReferenceError
+from deduction.application.services import Services
 from deduction.domain import TaskAlreadyEndedError
-from deduction.ids import to_uuid
+from deduction.domain.ids import to_uuid
 from tests.integration.helpers import append_logs, example_task, log_lines, seed_catalog
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from psycopg import AsyncConnection
 
-from deduction.application import DeductionApp
+from deduction.application.service import DeductionApp
 from deduction.projections.base import EventRow
 from deduction.projections.logs import LogProjection
 from deduction.projections.runner import (

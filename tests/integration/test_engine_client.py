@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from deduction.adapters.engine import CircuitBreaker, HttpEngine, RetryPolicy
-from deduction.ports import (
+from deduction.application.ports import (
     EngineProtocolError,
     EngineRejectedError,
     EngineUnavailableError,

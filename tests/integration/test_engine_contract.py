@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from psycopg import AsyncConnection
 
-from deduction.bootstrap import Services
+from deduction.application.services import Services
 from tests.conftest import free_port
 from tests.engine_support import (
     create_task,

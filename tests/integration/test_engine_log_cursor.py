@@ -8,8 +8,8 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deduction.log_cursor import Cursor, advance, batches, ingest, normalise, parse_ts
-from deduction.ports import EngineLogLine
+from deduction.application.log_cursor import Cursor, advance, batches, ingest, normalise, parse_ts
+from deduction.application.ports import EngineLogLine
 
 T0 = datetime(2025, 11, 12, 10, 0, tzinfo=timezone.utc)
 

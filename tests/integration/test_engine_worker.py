@@ -9,7 +9,8 @@ import pytest
 from psycopg import AsyncConnection
 
 from deduction.adapters.worker import InProcessWorker, purge_logs, sweep
-from deduction.bootstrap import Services, open_dispatch, open_services
+from deduction.application.services import Services
+from deduction.bootstrap import open_dispatch, open_services
 from deduction.domain.logs import log_stream_id
 from tests.conftest import test_settings as settings_for
 from tests.engine_support import (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from deduction.monitoring.group_save import GroupSave
+from deduction.application.group_save import GroupSave
 
 
 @dataclass

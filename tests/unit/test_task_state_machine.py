@@ -18,7 +18,7 @@ from deduction.domain import (
     IllegalTransitionError,
     TaskAlreadyEndedError,
 )
-from deduction.serialization import MsgspecTranscoder
+from deduction.application.transcoder import MsgspecTranscoder
 
 ALLOWED = {
     "pending": {"running", "failed", "stopped"},

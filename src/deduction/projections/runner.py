@@ -21,7 +21,7 @@ from deduction.projections.catalog import CatalogProjection
 from deduction.projections.history import HistoryProjection
 from deduction.projections.logs import LogProjection
 from deduction.projections.tasks import TaskProjection
-from deduction.serialization import decode_state
+from deduction.application.transcoder import decode_state
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""The Engine adapters: the aiohttp client and the reference Engine."""
+"""The Engine adapter: the aiohttp client of the plan's section-4.1 API, with its resilience."""
 
 from deduction.adapters.engine.http import HttpEngine
 from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy

@@ -11,7 +11,7 @@ import msgspec
 import structlog
 
 from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy, utc_now_iso
-from deduction.ports import (
+from deduction.application.ports import (
     EngineLogLine,
     EngineLogs,
     EngineProtocolError,

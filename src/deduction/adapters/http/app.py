@@ -26,7 +26,7 @@ from deduction.adapters.http.executions import AgentExecutionController
 from deduction.adapters.http.history import HistoryController
 from deduction.adapters.http.logs import LogController
 from deduction.adapters.http.tasks import TaskController
-from deduction.bootstrap import Services
+from deduction.application.services import Services
 from deduction.config import Settings
 from deduction.projections.runner import status
 

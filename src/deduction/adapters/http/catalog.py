@@ -29,8 +29,8 @@ from deduction.adapters.http.schemas import (
     SchemeCreate,
     check_json,
 )
-from deduction.application import NotFoundError
-from deduction.bootstrap import Services
+from deduction.application.service import NotFoundError
+from deduction.application.services import Services
 
 V = TypeVar("V", bound=msgspec.Struct)
 P = TypeVar("P", bound=msgspec.Struct)

@@ -8,7 +8,7 @@ import structlog
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 
-from deduction.bootstrap import Services
+from deduction.application.services import Services
 
 log = structlog.get_logger(__name__)
 

@@ -23,13 +23,13 @@ from deduction.adapters.http.bodies import MalformedBodyError
 from deduction.adapters.http.envelope import ErrorDetail, ErrorEnvelope, FieldError
 from deduction.adapters.http.messages import from_litestar
 from deduction.adapters.http.schemas import InputError
-from deduction.application import (
+from deduction.application.service import (
     CommandError,
     DuplicateError,
     NotFoundError,
     UnknownReferenceError,
 )
-from deduction.bootstrap import ReadModelLagError
+from deduction.application.services import ReadModelLagError
 from deduction.domain.errors import DomainError
 
 log = structlog.get_logger(__name__)

@@ -10,7 +10,7 @@ from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.responses import AgentExecutionListResponse, AgentExecutionResponse
 from deduction.adapters.http.params import ExecutionId, StatusFilter, TaskId
-from deduction.application import NotFoundError
+from deduction.application.service import NotFoundError
 
 
 class AgentExecutionController(Controller):

@@ -10,7 +10,7 @@ from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import TaskId
 from deduction.adapters.http.responses import HistoryResponse
-from deduction.application import NotFoundError
+from deduction.application.service import NotFoundError
 
 
 class HistoryController(Controller):

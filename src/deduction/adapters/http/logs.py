@@ -23,8 +23,8 @@ from deduction.adapters.http.params import (
 )
 from deduction.adapters.http.responses import LogPageResponse
 from deduction.adapters.http.schemas import InputError
-from deduction.application import NotFoundError
-from deduction.bootstrap import Services
+from deduction.application.service import NotFoundError
+from deduction.application.services import Services
 from deduction.domain.logs import LEVELS
 
 

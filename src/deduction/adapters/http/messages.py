@@ -7,7 +7,7 @@ import re
 from deduction.adapters.http.schemas import NO_CONTROL, NO_NUL, OPERATOR
 from deduction.domain.logs import LEVELS
 from deduction.domain.status import STATUSES
-from deduction.ids import MAX_ID
+from deduction.domain.ids import MAX_ID
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "status": STATUSES,

@@ -9,7 +9,7 @@ from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from deduction.adapters.http.schemas import OPERATOR
 from deduction.domain.status import Status
-from deduction.ids import MAX_ID
+from deduction.domain.ids import MAX_ID
 
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Order = Literal["desc", "asc"]

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from deduction.ids import MAX_ID
+from deduction.domain.ids import MAX_ID
 
 NO_CONTROL = r"^[^\x00-\x1F\x7F]*[^\x00-\x20\x7F][^\x00-\x1F\x7F]*$"
 """Names: not blank, no control characters (they break logs, terminals and CSV exports)."""

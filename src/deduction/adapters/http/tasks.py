@@ -9,7 +9,7 @@ from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg
 
-from deduction import application as commands
+from deduction.application import service as commands
 from deduction.adapters.http import queries, views
 from deduction.adapters.http.bodies import strict_body
 from deduction.adapters.http.deps import ServicesDep, dispatch

@@ -1,12 +1,10 @@
 """The worker: jobs, the in-process runner, arq settings and the dispatchers.
 
-`arq deduction.adapters.worker.WorkerSettings` reads the environment when it asks for
-`WorkerSettings`; importing this package alone reads nothing.
+`deduction worker` (or `arq deduction.bootstrap.WorkerSettings`) runs them on arq; without
+Redis, `deduction serve` runs them in-process.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from deduction.adapters.worker.dispatch import JobDispatcher, arq_enqueuer, job_id
 from deduction.adapters.worker.inprocess import InProcessWorker
@@ -36,11 +34,3 @@ __all__ = [
     "sweep",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name == "WorkerSettings":
-        from deduction.adapters.worker.arq_worker import worker_settings
-        from deduction.config import load_settings
-
-        return type("WorkerSettings", (), worker_settings(load_settings()))
-    raise AttributeError(name)

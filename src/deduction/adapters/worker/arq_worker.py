@@ -1,8 +1,10 @@
-"""arq settings: `deduction worker` (or `arq deduction.adapters.worker.WorkerSettings`)."""
+"""arq settings: `deduction worker` (or `arq deduction.bootstrap.WorkerSettings`)."""
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
@@ -10,7 +12,7 @@ from arq.connections import RedisSettings
 from arq.cron import cron
 from arq.worker import func
 
-from deduction.adapters.worker.dispatch import arq_enqueuer
+from deduction.adapters.worker.dispatch import Enqueue, arq_enqueuer
 from deduction.adapters.worker.jobs import TASK_JOBS, job_timeout, purge_logs, sweep
 from deduction.config import Settings
 
@@ -23,29 +25,34 @@ def cron_seconds(interval: float) -> set[int]:
     return set(range(0, 60, step))
 
 
-async def startup(ctx: dict[str, Any]) -> None:
-    from deduction.bootstrap import open_services, open_worker_context  # the composition root
-
-    settings: Settings = ctx["settings"]
-    stack = contextlib.AsyncExitStack()
-    services = await stack.enter_async_context(open_services(settings))
-    enqueue = arq_enqueuer(ctx["redis"], settings.worker_queue)
-    ctx.update(await stack.enter_async_context(open_worker_context(services, enqueue)))
-    ctx["stack"] = stack
-    log.info("worker.started", mode="arq", queue=settings.worker_queue,
-             sweep=settings.task_poll_enabled)  # fmt: skip
+OpenContext = Callable[[Settings, Enqueue], AbstractAsyncContextManager[dict[str, Any]]]
 
 
-async def shutdown(ctx: dict[str, Any]) -> None:
-    stack = ctx.get("stack")
-    if stack is not None:
-        await stack.aclose()
+def _lifecycle(open_context: OpenContext) -> tuple[Any, Any]:
+    """arq's on_startup/on_shutdown: open what the jobs need (given by the composition root)."""
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        settings: Settings = ctx["settings"]
+        stack = contextlib.AsyncExitStack()
+        enqueue = arq_enqueuer(ctx["redis"], settings.worker_queue)
+        ctx.update(await stack.enter_async_context(open_context(settings, enqueue)))
+        ctx["stack"] = stack
+        log.info("worker.started", mode="arq", queue=settings.worker_queue,
+                 sweep=settings.task_poll_enabled)  # fmt: skip
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        stack = ctx.get("stack")
+        if stack is not None:
+            await stack.aclose()
+
+    return startup, shutdown
 
 
-def worker_settings(settings: Settings) -> dict[str, Any]:
+def worker_settings(settings: Settings, open_context: OpenContext) -> dict[str, Any]:
     """Keyword arguments of arq's Worker for these settings."""
     if not settings.redis_url:
         raise LookupError("REDIS_URL is not set: `deduction serve` runs the jobs in-process")
+    startup, shutdown = _lifecycle(open_context)
     queue, timeout = settings.worker_queue, job_timeout(settings.engine_timeout)
     crons = [cron(purge_logs, name=f"{queue}:purge_logs", minute={7}, second={0},
                   run_at_startup=True, timeout=timeout)]  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 import structlog
 
 from deduction.adapters.worker.queries import find_work, purge_read_logs
-from deduction.monitoring import Outcome
+from deduction.application.findings import Outcome
 
 log = structlog.get_logger(__name__)
 Ctx = dict[str, Any]

@@ -1,4 +1,5 @@
-"""Protocols the application needs from outside: the worker dispatcher and the Engine."""
+"""Protocols the application needs from outside: the worker dispatcher, the read models and
+the Engine (with the shapes of its answers)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,14 @@ class NoDispatcher:
 
     async def update_requested(self, task_id: int) -> None:
         return None
+
+
+class ReadModels(Protocol):
+    """The projections as commands see them: told when events were saved, waited on."""
+
+    def kick(self) -> None: ...
+
+    async def wait_for(self, position: int, timeout: float) -> bool: ...
 
 
 # -- the Engine ------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import StoredEvent
 from psycopg import sql
 
-from deduction.application import DeductionApp, NotFoundError, retry_on_conflict
+from deduction.application.service import DeductionApp, NotFoundError, retry_on_conflict
 from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
 from deduction.domain.logs import log_stream_id
-from deduction.ids import to_uuid
-from deduction.log_cursor import Cursor, advance, batches, ingest
-from deduction.monitoring.findings import (
+from deduction.domain.ids import to_uuid
+from deduction.application.log_cursor import Cursor, advance, batches, ingest
+from deduction.application.findings import (
     ExecutionPlan,
     Outcome,
     PollPlan,
@@ -29,8 +29,8 @@ from deduction.monitoring.findings import (
     match_agents,
     utc_now,
 )
-from deduction.monitoring.group_save import GroupSave
-from deduction.ports import (
+from deduction.application.group_save import GroupSave
+from deduction.application.ports import (
     EngineAgent,
     EngineError,
     EngineLogLine,

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from deduction.adapters.engine.simulation import RESOLUTION_US, Knobs, Simulation
+from deduction.reference_engine.simulation import RESOLUTION_US, Knobs, Simulation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _json = msgspec.json.Encoder()

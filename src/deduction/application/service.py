@@ -19,8 +19,8 @@ from deduction.domain import (
     TaskName,
 )
 from deduction.domain.catalog import catalog_id
-from deduction.ids import new_id, to_uuid
-from deduction.serialization import MsgspecTranscoder
+from deduction.domain.ids import new_id, to_uuid
+from deduction.application.transcoder import MsgspecTranscoder
 
 T = TypeVar("T")
 _COMMAND_ATTEMPTS = 5

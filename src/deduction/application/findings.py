@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from deduction.ports import (
+from deduction.application.ports import (
     EngineAgent,
     EngineError,
     EngineLogLine,

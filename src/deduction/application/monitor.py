@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from deduction.monitoring.findings import (
+from deduction.application.findings import (
     ExecutionPlan,
     Outcome,
     PollPlan,
@@ -16,8 +16,8 @@ from deduction.monitoring.findings import (
     match_agents,
     utc_now,
 )
-from deduction.monitoring.reports import EngineReports
-from deduction.ports import (
+from deduction.application.reports import EngineReports
+from deduction.application.ports import (
     Engine,
     EngineError,
     EngineLogLine,

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from deduction.ports import EngineLogLine, without_nul
+from deduction.application.ports import EngineLogLine, without_nul
 
 SINCE_OVERLAP = timedelta(milliseconds=1)
 MAX_MESSAGE_CHARS = 65_536

@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deduction.application import DeductionApp, DuplicateError
+from deduction.application.service import DeductionApp, DuplicateError
 
 
 def demo_catalog() -> dict[str, Any]:
