@@ -8,13 +8,25 @@ STAMP := $(VENV)/.installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# Exactly the versions in requirements.lock (hashes checked), then the project itself.
+$(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-install: $(STAMP) ## create the virtualenv and install the project with its test tools
+install: $(STAMP) ## create the virtualenv and install the locked versions (project, tests, linters)
+
+lock: $(STAMP) ## refresh requirements.lock to the newest versions pyproject.toml allows
+	$(VENV)/bin/uv pip compile pyproject.toml --extra test --extra dev --generate-hashes \
+		--python-version 3.11 --universal --upgrade -q -o requirements.lock
+	@echo "requirements.lock refreshed: run 'make install test' and commit it"
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy on src/, the import contract
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy src
+	$(VENV)/bin/lint-imports
 
 run: $(STAMP) ## start API + worker + reference Engine on the embedded PostgreSQL
 	$(VENV)/bin/deduction serve --demo --with-engine
@@ -29,4 +41,4 @@ bench: $(STAMP) ## run the benchmarks beside their baselines; writes bench/resul
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .data
 
-.PHONY: help install run test bench clean
+.PHONY: help install lock lint run test bench clean

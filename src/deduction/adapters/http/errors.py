@@ -98,6 +98,9 @@ def on_duplicate(request: AnyRequest, exc: DuplicateError) -> Response[ErrorEnve
     return error(409, f"{exc.kind.replace('_', ' ')} {exc.key} already exists")
 
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 def on_http(request: AnyRequest, exc: HTTPException) -> Response[ErrorEnvelope]:
     code = exc.status_code
     if code == 413:
@@ -110,7 +113,8 @@ def on_http(request: AnyRequest, exc: HTTPException) -> Response[ErrorEnvelope]:
         allowed = ", ".join(sorted(m.strip() for m in raw.split(",") if m.strip()))
         message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
         return error(code, message, headers={"Allow": allowed})
-    elif code == 400 and ("JSON" in exc.detail or "truncated" in exc.detail):
+    elif code == 400 and request.method in _BODY_METHODS:
+        # the only plain 400 the framework raises on a request with a body: it did not decode
         message = f"request body is not valid JSON: {exc.detail}"
     else:
         message = exc.detail
