@@ -14,13 +14,13 @@ from psycopg import AsyncConnection
 from bench.common import Result, scratch_database, versions
 from bench.http_load import api_server
 from bench.task_detail_reads import API
-from deduction.adapters.http.log_queries import LogFilter, page_query, total_query
-from deduction.projections import tables
-from deduction.projections.runner import create_read_tables, all_projections
+from deduction.projections.logs import DDL as LOG_DDL
+from deduction.projections.logs.view import LogFilter, page_query, total_query
+from deduction.projections.runner import all_projections, create_read_tables
 
 LEVELS = [("DEBUG", 10)] * 20 + [("INFO", 20)] * 60 + [("WARNING", 30)] * 14 + [("ERROR", 40)] * 5 + [("CRITICAL", 50)]
 TASKS, AGENTS = 20, 10
-LOG_INDEXES = [s for s in tables.LOGS if "ON agent_execution_log(" in s]
+LOG_INDEXES = [s for s in LOG_DDL if "ON agent_execution_log(" in s]
 
 
 def populate(url: str, lines: int) -> list[tuple[int, list[int]]]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-from deduction.adapters.http import queries, views
+from deduction.adapters.http import views
 from deduction.application.service import DeductionApp
+from deduction.projections.agents import PostgresAgentView
+from deduction.projections.tasks import PostgresTaskView
 from tests.conftest import Api
 from tests.integration.helpers import example_task, seed_catalog
 
@@ -42,11 +44,10 @@ async def test_detail_json_matches_the_structs_for_every_column(api: Api) -> Non
     assert pending[0] == 200
     ended = await api.services.run_sync(run_task_to_the_end, app, "ended")
     await api.services.runner.wait_for(app.recorder.max_notification_id() or 0, 10)
+    tasks, executions = PostgresTaskView(api.services.pool), PostgresAgentView(api.services.pool)
     for task_id in (pending[1]["data"]["task_id"], ended):
-        async with api.services.pool.connection() as conn:
-            row = await queries.task(conn, task_id)
-            agents = await queries.executions(conn, task_id)
-        assert row is not None
+        row, agents = await tasks.task(task_id), await executions.of_task(task_id)
+        assert row is not None and agents is not None
         expected = views.from_row(
             views.TaskDetail, row,
             agent_executions=[views.from_row(views.AgentExecution, a) for a in agents],

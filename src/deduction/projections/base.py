@@ -1,4 +1,4 @@
-"""What every projection shares: the event rows it reads and the upsert it writes with."""
+"""What every read model shares: the event rows it reads, the upsert it writes, query helpers."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 Row = dict[str, Any]
+Query = str | sql.SQL | sql.Composed
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +49,38 @@ class Projection:
         raise NotImplementedError
 
 
-async def fetch_rows(
-    conn: AsyncConnection[Any], table: str, ids: Iterable[int]
-) -> dict[int, Row]:
+async def fetch_rows(conn: AsyncConnection[Any], table: str, ids: Iterable[int]) -> dict[int, Row]:
     query = sql.SQL("SELECT * FROM {} WHERE id = ANY(%s)").format(sql.Identifier(table))
     async with conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query, [list(ids)])
         return {row["id"]: row async for row in cur}
+
+
+async def fetch_all(conn: AsyncConnection[Any], query: Query, params: Any = None) -> list[Row]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(query, params)
+        return await cur.fetchall()
+
+
+async def fetch_scalar(conn: AsyncConnection[Any], query: Query, params: Any = None) -> Any:
+    cur = await conn.execute(query, params)
+    row = await cur.fetchone()
+    return None if row is None else row[0]
+
+
+def json_fields(alias: str, columns: Sequence[str], time_columns: frozenset[str]) -> sql.Composable:
+    """`'name', alias.name, ...` for json_build_object, times in the API's RFC 3339 shape."""
+    parts: list[sql.Composable] = []
+    for name in columns:
+        column: sql.Composable = sql.SQL("{}.{}").format(
+            sql.Identifier(alias), sql.Identifier(name)
+        )
+        if name in time_columns:
+            column = sql.SQL(
+                "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            ).format(column)
+        parts.append(sql.SQL("{}, {}").format(sql.Literal(name), column))
+    return sql.SQL(", ").join(parts)
 
 
 async def upsert(

@@ -1,18 +1,43 @@
-"""HistoryProjection: deduction_task_history, one row per auditable event, with its operator."""
+"""The deduction_task_history read model: one row per auditable event, with its operator."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from psycopg import AsyncConnection
+from psycopg import AsyncConnection, sql
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from deduction.domain import AgentExecution, DeductionTask
-from deduction.projections import tables
-from deduction.projections.base import EventRow, Projection
+from deduction.projections.base import EventRow, Projection, Row, fetch_all
 
 T, A = DeductionTask, AgentExecution
+DDL = [
+    """
+    CREATE TABLE IF NOT EXISTS deduction_task_history (
+        id bigint PRIMARY KEY,
+        deduction_task_id bigint NOT NULL,
+        change_type varchar(32) NOT NULL,
+        change_description varchar(256),
+        old_value jsonb,
+        new_value jsonb,
+        change_time timestamptz NOT NULL,
+        operator varchar(64),
+        agent_execution_id bigint,
+        create_at timestamptz NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_task_history_task_id ON deduction_task_history(deduction_task_id, id)",
+    "CREATE INDEX IF NOT EXISTS idx_task_history_change_time ON deduction_task_history(change_time)",
+]
+
+# What readers see of a history entry, in the order the API answers with.
+READ_COLUMNS = (
+    "id", "deduction_task_id", "agent_execution_id", "change_type", "change_description",
+    "old_value", "new_value", "change_time", "operator", "create_at",
+)  # fmt: skip
+
 # change_type, description, old_value, new_value, agent_execution_id
 Change = tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, int | None]
 
@@ -104,7 +129,7 @@ _CHANGES: dict[str, Callable[[dict[str, Any]], Change]] = {
 
 class HistoryProjection(Projection):
     name = "history"
-    ddl = tables.HISTORY
+    ddl = DDL
     tables = ("deduction_task_history",)
     events = (
         T.Created, T.Submitted, T.StatusChanged, T.StopRequested, T.StopDelivered,
@@ -139,3 +164,28 @@ class HistoryProjection(Projection):
                 " agent_execution_id, create_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
                 rows,
             )
+
+
+class HistoryView(Protocol):
+    """The queries the API makes of deduction_task_history."""
+
+    async def of_task(self, task_id: int) -> list[Row] | None: ...
+
+
+_QUERY = sql.SQL(
+    "SELECT {} FROM deduction_task_history WHERE deduction_task_id = %s ORDER BY id"
+).format(sql.SQL(", ").join(map(sql.Identifier, READ_COLUMNS)))
+_TASK_EXISTS = "SELECT 1 FROM deduction_task WHERE id = %s"
+
+
+class PostgresHistoryView:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def of_task(self, task_id: int) -> list[Row] | None:
+        """The task's changes, oldest first; None when there is no such task."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_TASK_EXISTS, [task_id])
+            if await cur.fetchone() is None:
+                return None
+            return await fetch_all(conn, _QUERY, [task_id])

@@ -14,19 +14,25 @@ import psycopg
 import structlog
 from psycopg import AsyncConnection, sql
 
-from deduction.projections import tables
+from deduction.application.transcoder import decode_state
 from deduction.projections.agents import AgentProjection
 from deduction.projections.base import EventRow, Projection
 from deduction.projections.catalog import CatalogProjection
 from deduction.projections.history import HistoryProjection
 from deduction.projections.logs import LogProjection
 from deduction.projections.tasks import TaskProjection
-from deduction.application.transcoder import decode_state
 
 log = structlog.get_logger(__name__)
 
 EVENTS_TABLE = "deduction_events"  # the eventsourcing table of the "Deduction" application
 CHANNEL = "deduction_events"  # the library NOTIFYs this channel on every insert
+TRACKING = """
+CREATE TABLE IF NOT EXISTS projection_tracking (
+    name text PRIMARY KEY,
+    position bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT now()
+)
+"""
 
 
 def all_projections() -> list[Projection]:
@@ -53,7 +59,7 @@ class ProjectionStatus:
 async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[Projection]) -> None:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # concurrent start-ups
-        await conn.execute(tables.TRACKING)
+        await conn.execute(TRACKING)
         for p in projections:
             for statement in p.ddl:
                 await conn.execute(statement)

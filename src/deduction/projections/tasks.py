@@ -1,14 +1,78 @@
-"""TaskProjection: the deduction_task read table."""
+"""The deduction_task read model: its table, its projection, and the queries made of it."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, NamedTuple, Protocol
+
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
 
 from deduction.domain import TERMINAL, DeductionTask
-from deduction.projections import tables
-from deduction.projections.base import EventRow, Handler, Row, RowProjection, add, copy
+from deduction.projections import agents
+from deduction.projections.base import (
+    EventRow,
+    Handler,
+    Row,
+    RowProjection,
+    add,
+    copy,
+    fetch_all,
+    fetch_scalar,
+    json_fields,
+)
 
 T = DeductionTask
+
+DDL = [
+    """
+    CREATE TABLE IF NOT EXISTS deduction_task (
+        id bigint PRIMARY KEY,
+        scheme_id bigint NOT NULL,
+        env_instance_id bigint NOT NULL,
+        name varchar(128) NOT NULL UNIQUE,
+        description varchar(512),
+        status varchar(32) NOT NULL DEFAULT 'pending',
+        engine_task_id varchar(128),
+        engine_url varchar(256),
+        scheme_snapshot jsonb NOT NULL,
+        start_time timestamptz,
+        end_time timestamptz,
+        total_agents integer NOT NULL DEFAULT 0,
+        completed_agents integer NOT NULL DEFAULT 0,
+        failed_agents integer NOT NULL DEFAULT 0,
+        error_message text,
+        create_at timestamptz NOT NULL,
+        update_at timestamptz NOT NULL,
+        created_by varchar(64),
+        stop_requested boolean NOT NULL DEFAULT false,
+        stop_delivered boolean NOT NULL DEFAULT false,
+        pending_updates integer NOT NULL DEFAULT 0,
+        submission_attempts integer NOT NULL DEFAULT 0,
+        engine_unreachable_since timestamptz,
+        engine_error text,
+        version integer NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_status ON deduction_task(status)",
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_scheme_id ON deduction_task(scheme_id)",
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_create_at ON deduction_task(create_at)",
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_newest ON deduction_task(id DESC)",
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_status_newest ON deduction_task(status, id DESC)",
+    # the worker's sweep: "ended within the last minute" without scanning every ended task
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_end_time ON deduction_task(end_time)",
+]
+
+# What readers see of a task, in the order the API answers with (no bookkeeping columns).
+READ_COLUMNS = (
+    "id", "name", "description", "status", "scheme_id", "env_instance_id", "engine_task_id",
+    "engine_url", "scheme_snapshot", "start_time", "end_time", "total_agents",
+    "completed_agents", "failed_agents", "error_message", "create_at", "update_at",
+    "created_by", "stop_requested", "engine_unreachable_since", "engine_error",
+)  # fmt: skip
+TIME_COLUMNS = frozenset(
+    {"start_time", "end_time", "create_at", "update_at", "engine_unreachable_since"}
+)
 
 
 def _status(row: Row, e: EventRow) -> None:
@@ -38,7 +102,7 @@ def _unreachable(row: Row, e: EventRow) -> None:
 
 class TaskProjection(RowProjection):
     name = "tasks"
-    ddl = tables.TASKS
+    ddl = DDL
     tables = ("deduction_task",)
     table = "deduction_task"
     json_columns = frozenset({"scheme_snapshot"})
@@ -90,3 +154,100 @@ class TaskProjection(RowProjection):
             "DeductionTask.EngineUnreachable": _unreachable,
             "DeductionTask.EngineReachable": copy(engine_unreachable_since=None, engine_error=None),
         }  # fmt: skip
+
+
+class OpenTaskRow(NamedTuple):
+    """What the worker's sweep needs to know of a task that may still have work."""
+
+    id: int
+    status: str
+    submitted: bool
+    stop_requested: bool
+    stop_delivered: bool
+    pending_updates: int
+    recently_ended: bool
+
+
+class TaskView(Protocol):
+    """The queries the API and the worker make of deduction_task."""
+
+    async def task(self, task_id: int) -> Row | None: ...
+
+    async def exists(self, task_id: int) -> bool: ...
+
+    async def page(self, page: int, size: int, status: str | None) -> tuple[int, list[Row]]: ...
+
+    async def detail_json(self, task_id: int) -> bytes | None: ...
+
+    async def open_tasks(self, recent_seconds: float) -> list[OpenTaskRow]: ...
+
+
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, READ_COLUMNS))
+_DETAIL_JSON = (
+    sql.SQL(
+        "SELECT json_build_object('code', 200, 'message', 'success', 'data', json_build_object("
+        "{task}, 'agent_executions', coalesce((SELECT json_agg(json_build_object({agent})"
+        " ORDER BY a.seq, a.id) FROM agent_execution a WHERE a.deduction_task_id = t.id),"
+        " '[]'::json)))::text FROM deduction_task t WHERE t.id = %s"
+    )
+    .format(
+        task=json_fields("t", READ_COLUMNS, TIME_COLUMNS),
+        agent=json_fields("a", agents.READ_COLUMNS, agents.TIME_COLUMNS),
+    )
+    .as_string(None)
+)  # rendered once: composing it per request cost a third of the CPU
+_EXISTS = sql.SQL("SELECT 1 FROM deduction_task WHERE id = %s")
+_OPEN_TASKS = """
+SELECT id, status, engine_task_id IS NOT NULL, stop_requested, stop_delivered, pending_updates,
+       coalesce(end_time > now() - make_interval(secs => %(recent)s), false)
+FROM deduction_task
+WHERE status IN ('pending', 'running')
+   OR (status = 'stopped' AND stop_requested AND NOT stop_delivered AND engine_task_id IS NOT NULL)
+   OR end_time > now() - make_interval(secs => %(recent)s)
+ORDER BY id
+"""
+
+
+class PostgresTaskView:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def task(self, task_id: int) -> Row | None:
+        query = sql.SQL("SELECT {} FROM deduction_task WHERE id = %s").format(_COLUMNS)
+        async with self._pool.connection() as conn:
+            rows = await fetch_all(conn, query, [task_id])
+        return rows[0] if rows else None
+
+    async def exists(self, task_id: int) -> bool:
+        async with self._pool.connection() as conn:
+            return bool(await fetch_scalar(conn, _EXISTS, [task_id]))
+
+    async def page(self, page: int, size: int, status: str | None) -> tuple[int, list[Row]]:
+        """Newest first: ids are allocated in creation order, so `id DESC` is the stable order."""
+        where = sql.SQL("WHERE status = %(status)s") if status else sql.SQL("")
+        params = {"status": status, "limit": size, "offset": (page - 1) * size}
+        count = sql.SQL("SELECT count(*) FROM deduction_task {}").format(where)
+        query = sql.SQL(
+            "SELECT {} FROM deduction_task {} ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s"
+        ).format(_COLUMNS, where)
+        async with self._pool.connection() as conn:
+            total = await fetch_scalar(conn, count, params)
+            rows = await fetch_all(conn, query, params)
+        return int(total), rows
+
+    async def detail_json(self, task_id: int) -> bytes | None:
+        """The whole detail response, rendered by PostgreSQL in one round trip (the hot read).
+
+        It carries READ_COLUMNS of the task and of each agent, times in RFC 3339 UTC;
+        a test compares it with the API's response Structs for every column.
+        """
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_DETAIL_JSON, [task_id], prepare=True)
+            row = await cur.fetchone()
+        return None if row is None else row[0].encode()
+
+    async def open_tasks(self, recent_seconds: float) -> list[OpenTaskRow]:
+        """Tasks pending or running, stopped but not yet told, or ended within `recent_seconds`."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(_OPEN_TASKS, {"recent": recent_seconds})
+            return [OpenTaskRow(*row) for row in await cur.fetchall()]

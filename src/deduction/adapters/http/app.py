@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from litestar import Litestar, Request, get
-from litestar.enums import HttpMethod
 from litestar.datastructures import State
+from litestar.enums import HttpMethod
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import (
     JsonRenderPlugin,
@@ -18,13 +18,13 @@ from litestar.openapi.plugins import (
 from litestar.response import Response
 
 from deduction.adapters.http.catalog import CATALOG_CONTROLLERS
-from deduction.adapters.http.deps import DEPENDENCIES
+from deduction.adapters.http.deps import DEPENDENCIES, ReadViews
 from deduction.adapters.http.envelope import Envelope
 from deduction.adapters.http.errors import EXCEPTION_HANDLERS, documented
-from deduction.adapters.http.responses import ProbeResponse
 from deduction.adapters.http.executions import AgentExecutionController
 from deduction.adapters.http.history import HistoryController
 from deduction.adapters.http.logs import LogController
+from deduction.adapters.http.responses import ProbeResponse
 from deduction.adapters.http.tasks import TaskController
 from deduction.application.services import Services
 from deduction.config import Settings
@@ -126,7 +126,8 @@ def _litestar(state: State, max_body_bytes: int) -> Litestar:
 
 
 def create_app(services: Services) -> Litestar:
-    return _litestar(State({"services": services}), services.settings.max_body_bytes)
+    state = State({"services": services, "reads": ReadViews.over(services.pool)})
+    return _litestar(state, services.settings.max_body_bytes)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -9,9 +9,9 @@ from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import BodyKwarg
 
-from deduction.adapters.http import queries, views
+from deduction.adapters.http import views
 from deduction.adapters.http.bodies import strict_body
-from deduction.adapters.http.deps import ServicesDep
+from deduction.adapters.http.deps import ReadsDep, ServicesDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import EntryId, Operator, PageNo, PageSize
@@ -30,7 +30,7 @@ from deduction.adapters.http.schemas import (
     check_json,
 )
 from deduction.application.service import NotFoundError
-from deduction.application.services import Services
+from deduction.projections.catalog import CatalogView, Kind
 
 V = TypeVar("V", bound=msgspec.Struct)
 P = TypeVar("P", bound=msgspec.Struct)
@@ -42,20 +42,27 @@ _GET_ERRORS = documented(404, 422, 503)
 _LIST_ERRORS = documented(422, 503)
 
 
+# Each response Struct, the catalog kind it shows, and its name in a 404.
+KINDS: dict[type[msgspec.Struct], tuple[Kind, str]] = {
+    views.AgentMeta: ("agent_meta", "agent meta"),
+    views.Scheme: ("scheme", "scheme"),
+    views.EnvInstance: ("env_instance", "env instance"),
+}
+
+
 async def _page(
-    services: Services, view: type[V], page_view: type[P], page: int, size: int
+    catalog: CatalogView, view: type[V], page_view: type[P], page: int, size: int
 ) -> P:
-    async with services.pool.connection() as conn:
-        total, rows = await queries.catalog_page(conn, view, page, size)
+    total, rows = await catalog.page(KINDS[view][0], page, size)
     items = [views.from_row(view, r) for r in rows]
     return page_view(total=total, page=page, size=size, items=items)
 
 
-async def _entry(services: Services, view: type[V], kind: str, entry_id: int) -> V:
-    async with services.pool.connection() as conn:
-        row = await queries.catalog_entry(conn, view, entry_id)
+async def _entry(catalog: CatalogView, view: type[V], entry_id: int) -> V:
+    kind, what = KINDS[view]
+    row = await catalog.entry(kind, entry_id)
     if row is None:
-        raise NotFoundError(kind, entry_id)
+        raise NotFoundError(what, entry_id)
     return views.from_row(view, row)
 
 
@@ -67,6 +74,7 @@ class AgentMetaController(Controller):
     async def create_agent_meta(
         self,
         services: ServicesDep,
+        reads: ReadsDep,
         request: AnyRequest,
         data: Annotated[AgentMetaCreate, BodyKwarg(media_type=RequestEncodingType.JSON)],
         operator: Operator = "anonymous",
@@ -77,21 +85,21 @@ class AgentMetaController(Controller):
         await services.command(
             app.create_agent_meta, body.id, body.name, body.load, body.description, operator
         )
-        entry = await _entry(services, views.AgentMeta, "agent meta", body.id)
+        entry = await _entry(reads.catalog, views.AgentMeta, body.id)
         return ok(entry, code=CREATED)
 
     @get("/", operation_id="listAgentMetas", responses=_LIST_ERRORS)
     async def list_agent_metas(
-        self, services: ServicesDep, page: PageNo = 1, size: PageSize = 20
+        self, reads: ReadsDep, page: PageNo = 1, size: PageSize = 20
     ) -> AgentMetaPageResponse:
         """Agent metas in id order."""
-        return ok(await _page(services, views.AgentMeta, views.AgentMetaPage, page, size))
+        return ok(await _page(reads.catalog, views.AgentMeta, views.AgentMetaPage, page, size))
 
     @get("/{entry_id:str}", operation_id="getAgentMeta", responses=_GET_ERRORS)
     async def get_agent_meta(
-        self, services: ServicesDep, entry_id: EntryId
+        self, reads: ReadsDep, entry_id: EntryId
     ) -> AgentMetaResponse:
-        return ok(await _entry(services, views.AgentMeta, "agent meta", entry_id))
+        return ok(await _entry(reads.catalog, views.AgentMeta, entry_id))
 
 
 class SchemeController(Controller):
@@ -102,6 +110,7 @@ class SchemeController(Controller):
     async def create_scheme(
         self,
         services: ServicesDep,
+        reads: ReadsDep,
         request: AnyRequest,
         data: Annotated[SchemeCreate, BodyKwarg(media_type=RequestEncodingType.JSON)],
         operator: Operator = "anonymous",
@@ -111,18 +120,18 @@ class SchemeController(Controller):
         check_json(body.config, "config")
         app = services.app
         await services.command(app.create_scheme, body.id, body.name, body.config, operator)
-        return ok(await _entry(services, views.Scheme, "scheme", body.id), code=CREATED)
+        return ok(await _entry(reads.catalog, views.Scheme, body.id), code=CREATED)
 
     @get("/", operation_id="listSchemes", responses=_LIST_ERRORS)
     async def list_schemes(
-        self, services: ServicesDep, page: PageNo = 1, size: PageSize = 20
+        self, reads: ReadsDep, page: PageNo = 1, size: PageSize = 20
     ) -> SchemePageResponse:
         """Schemes in id order."""
-        return ok(await _page(services, views.Scheme, views.SchemePage, page, size))
+        return ok(await _page(reads.catalog, views.Scheme, views.SchemePage, page, size))
 
     @get("/{entry_id:str}", operation_id="getScheme", responses=_GET_ERRORS)
-    async def get_scheme(self, services: ServicesDep, entry_id: EntryId) -> SchemeResponse:
-        return ok(await _entry(services, views.Scheme, "scheme", entry_id))
+    async def get_scheme(self, reads: ReadsDep, entry_id: EntryId) -> SchemeResponse:
+        return ok(await _entry(reads.catalog, views.Scheme, entry_id))
 
 
 class EnvInstanceController(Controller):
@@ -133,6 +142,7 @@ class EnvInstanceController(Controller):
     async def create_env_instance(
         self,
         services: ServicesDep,
+        reads: ReadsDep,
         request: AnyRequest,
         data: Annotated[EnvInstanceCreate, BodyKwarg(media_type=RequestEncodingType.JSON)],
         operator: Operator = "anonymous",
@@ -142,20 +152,20 @@ class EnvInstanceController(Controller):
         check_json(body.config, "config")
         app = services.app
         await services.command(app.create_env_instance, body.id, body.name, body.config, operator)
-        return ok(await _entry(services, views.EnvInstance, "env instance", body.id), code=CREATED)
+        return ok(await _entry(reads.catalog, views.EnvInstance, body.id), code=CREATED)
 
     @get("/", operation_id="listEnvInstances", responses=_LIST_ERRORS)
     async def list_env_instances(
-        self, services: ServicesDep, page: PageNo = 1, size: PageSize = 20
+        self, reads: ReadsDep, page: PageNo = 1, size: PageSize = 20
     ) -> EnvInstancePageResponse:
         """Environment instances in id order."""
-        return ok(await _page(services, views.EnvInstance, views.EnvInstancePage, page, size))
+        return ok(await _page(reads.catalog, views.EnvInstance, views.EnvInstancePage, page, size))
 
     @get("/{entry_id:str}", operation_id="getEnvInstance", responses=_GET_ERRORS)
     async def get_env_instance(
-        self, services: ServicesDep, entry_id: EntryId
+        self, reads: ReadsDep, entry_id: EntryId
     ) -> EnvInstanceResponse:
-        return ok(await _entry(services, views.EnvInstance, "env instance", entry_id))
+        return ok(await _entry(reads.catalog, views.EnvInstance, entry_id))
 
 
 CATALOG_CONTROLLERS = [AgentMetaController, SchemeController, EnvInstanceController]

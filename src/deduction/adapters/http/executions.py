@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from deduction.adapters.http import queries, views
-from deduction.adapters.http.deps import ServicesDep
+from deduction.adapters.http import views
+from deduction.adapters.http.deps import ReadsDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
-from deduction.adapters.http.responses import AgentExecutionListResponse, AgentExecutionResponse
 from deduction.adapters.http.params import ExecutionId, StatusFilter, TaskId
+from deduction.adapters.http.responses import AgentExecutionListResponse, AgentExecutionResponse
 from deduction.application.service import NotFoundError
 
 
@@ -23,11 +23,10 @@ class AgentExecutionController(Controller):
         responses=documented(404, 422, 503),
     )
     async def get_execution(
-        self, services: ServicesDep, execution_id: ExecutionId
+        self, reads: ReadsDep, execution_id: ExecutionId
     ) -> AgentExecutionResponse:
         """Status, progress, params, result and retries of one agent execution."""
-        async with services.pool.connection() as conn:
-            row = await queries.execution(conn, execution_id)
+        row = await reads.agents.execution(execution_id)
         if row is None:
             raise NotFoundError("agent execution", execution_id)
         return ok(views.from_row(views.AgentExecution, row))
@@ -38,11 +37,10 @@ class AgentExecutionController(Controller):
         responses=documented(404, 422, 503),
     )
     async def list_task_agents(
-        self, services: ServicesDep, task_id: TaskId, status: StatusFilter = None
+        self, reads: ReadsDep, task_id: TaskId, status: StatusFilter = None
     ) -> AgentExecutionListResponse:
         """The task's agent executions in config order, optionally only those with `status`."""
-        async with services.pool.connection() as conn:
-            if not await queries.task_exists(conn, task_id):
-                raise NotFoundError("task", task_id)
-            rows = await queries.executions(conn, task_id, status)
+        rows = await reads.agents.of_task(task_id, status)
+        if rows is None:
+            raise NotFoundError("task", task_id)
         return ok([views.from_row(views.AgentExecution, r) for r in rows])

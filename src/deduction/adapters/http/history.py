@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from deduction.adapters.http import queries, views
-from deduction.adapters.http.deps import ServicesDep
+from deduction.adapters.http import views
+from deduction.adapters.http.deps import ReadsDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import TaskId
@@ -23,11 +23,10 @@ class HistoryController(Controller):
         responses=documented(404, 422, 503),
     )
     async def get_history(
-        self, services: ServicesDep, task_id: TaskId
+        self, reads: ReadsDep, task_id: TaskId
     ) -> HistoryResponse:
         """Every recorded change of the task and its agents, oldest first, with its operator."""
-        async with services.pool.connection() as conn:
-            if not await queries.task_exists(conn, task_id):
-                raise NotFoundError("task", task_id)
-            rows = await queries.history(conn, task_id)
+        rows = await reads.history.of_task(task_id)
+        if rows is None:
+            raise NotFoundError("task", task_id)
         return ok([views.from_row(views.HistoryEntry, r) for r in rows])

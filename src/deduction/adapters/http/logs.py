@@ -7,10 +7,9 @@ from datetime import datetime
 from litestar import Controller, get
 
 from deduction.adapters.http import views
-from deduction.adapters.http.deps import ServicesDep
+from deduction.adapters.http.deps import ReadsDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
-from deduction.adapters.http.log_queries import LogFilter, Scope, log_page
 from deduction.adapters.http.params import (
     AfterId,
     EndTime,
@@ -24,8 +23,8 @@ from deduction.adapters.http.params import (
 from deduction.adapters.http.responses import LogPageResponse
 from deduction.adapters.http.schemas import InputError
 from deduction.application.service import NotFoundError
-from deduction.application.services import Services
 from deduction.domain.logs import LEVELS
+from deduction.projections.logs import LogFilter, LogView, Scope
 
 
 def _aware(name: str, value: datetime | None) -> datetime | None:
@@ -57,14 +56,13 @@ def log_filter(
     )
 
 
-async def _page(services: Services, scope: Scope, ident: int, f: LogFilter) -> views.LogPage:
-    async with services.pool.connection() as conn:
-        exists, total, rows, cursor = await log_page(conn, scope, ident, f)
-    if not exists:
+async def _page(logs: LogView, scope: Scope, ident: int, f: LogFilter) -> views.LogPage:
+    found = await logs.page(scope, ident, f)
+    if found is None:
         kind = "agent execution" if scope == "agent_execution_id" else "task"
         raise NotFoundError(kind, ident)
-    lines = [views.from_row(views.LogLine, r) for r in rows]
-    return views.LogPage(total=total, logs=lines, next_cursor=cursor)
+    lines = [views.from_row(views.LogLine, r) for r in found.rows]
+    return views.LogPage(total=found.total, logs=lines, next_cursor=found.next_cursor)
 
 
 class LogController(Controller):
@@ -78,7 +76,7 @@ class LogController(Controller):
     )
     async def execution_logs(
         self,
-        services: ServicesDep,
+        reads: ReadsDep,
         execution_id: ExecutionId,
         level: MinLevel = None,
         limit: LogLimit = 100,
@@ -89,7 +87,7 @@ class LogController(Controller):
     ) -> LogPageResponse:
         """One execution's log lines, newest first by default, paged by `after_id`."""
         f = log_filter(level, limit, start_time, end_time, order, after_id)
-        return ok(await _page(services, "agent_execution_id", execution_id, f))
+        return ok(await _page(reads.logs, "agent_execution_id", execution_id, f))
 
     @get(
         "/task/{task_id:str}/logs",
@@ -98,7 +96,7 @@ class LogController(Controller):
     )
     async def task_logs(
         self,
-        services: ServicesDep,
+        reads: ReadsDep,
         task_id: TaskId,
         level: MinLevel = None,
         limit: LogLimit = 100,
@@ -109,4 +107,4 @@ class LogController(Controller):
     ) -> LogPageResponse:
         """The log lines of all the task's executions, each with its agent_execution_id."""
         f = log_filter(level, limit, start_time, end_time, order, after_id)
-        return ok(await _page(services, "deduction_task_id", task_id, f))
+        return ok(await _page(reads.logs, "deduction_task_id", task_id, f))

@@ -9,10 +9,9 @@ from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg
 
-from deduction.application import service as commands
-from deduction.adapters.http import queries, views
+from deduction.adapters.http import views
 from deduction.adapters.http.bodies import strict_body
-from deduction.adapters.http.deps import ServicesDep, dispatch
+from deduction.adapters.http.deps import ReadsDep, ServicesDep, dispatch
 from deduction.adapters.http.envelope import ok, rfc3339
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import Operator, PageNo, PageSize, StatusFilter, TaskId
@@ -29,6 +28,7 @@ from deduction.adapters.http.schemas import (
     check_task_create,
     check_task_update,
 )
+from deduction.application import service as commands
 
 PLAN_TASK = {
     "name": "task_20251112_001",
@@ -99,24 +99,22 @@ class TaskController(Controller):
     @get("/list", operation_id="listTasks", responses=documented(422, 503))
     async def list_tasks(
         self,
-        services: ServicesDep,
+        reads: ReadsDep,
         page: PageNo = 1,
         size: PageSize = 20,
         status: StatusFilter = None,
     ) -> TaskPageResponse:
         """Tasks, newest first; `total` is exact."""
-        async with services.pool.connection() as conn:
-            total, rows = await queries.task_page(conn, page, size, status)
+        total, rows = await reads.tasks.page(page, size, status)
         items = [views.from_row(views.Task, r) for r in rows]
         return ok(views.TaskPage(total=total, page=page, size=size, items=items))
 
     @get("/{task_id:str}", operation_id="getTask", responses=documented(404, 422, 503))
     async def get_task(
-        self, services: ServicesDep, task_id: TaskId
+        self, reads: ReadsDep, task_id: TaskId
     ) -> Response[TaskDetailResponse]:
         """Every column of the task and of each of its agent executions (in config order)."""
-        async with services.pool.connection() as conn:
-            body = await queries.task_detail_json(conn, task_id)
+        body = await reads.tasks.detail_json(task_id)
         if body is None:
             raise commands.NotFoundError("task", task_id)
         return Response(body, media_type=MediaType.JSON)

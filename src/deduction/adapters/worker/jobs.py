@@ -1,7 +1,8 @@
 """The worker's jobs: `async def verb_noun(ctx, ...)`, the same functions under arq or in-process.
 
-ctx holds what on_startup made: `monitor` (TaskMonitor), `pool` (read tables), `settings`
-and `enqueue(job_name, task_id)`, which never runs a job twice at once for one task.
+ctx holds what on_startup made: `monitor` (TaskMonitor), `pool` (read tables, queried through
+the tasks and logs views), `settings` and `enqueue(job_name, task_id)`, which never runs a job
+twice at once for one task.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import Any
 
 import structlog
 
-from deduction.adapters.worker.queries import find_work, purge_read_logs
 from deduction.application.findings import Outcome
+from deduction.projections.logs import PostgresLogView
+from deduction.projections.tasks import OpenTaskRow, PostgresTaskView
 
 log = structlog.get_logger(__name__)
 Ctx = dict[str, Any]
@@ -45,10 +47,26 @@ async def send_stop(ctx: Ctx, task_id: int) -> None:
     await ctx["monitor"].send_stop(task_id)
 
 
+def _jobs(task: OpenTaskRow) -> list[str]:
+    active = task.status in ("pending", "running")
+    stop_pending = task.stop_requested and not task.stop_delivered
+    jobs = []
+    if task.status == "pending" and not task.submitted and not task.stop_requested:
+        jobs.append("submit_task")
+    if task.submitted and (active or (task.recently_ended and not stop_pending)):
+        jobs.append("poll_task")  # an ended task: its logs are read once more, then nothing
+    if task.submitted and stop_pending:
+        jobs.append("send_stop")
+    if task.submitted and active and task.pending_updates > 0:
+        jobs.append("send_update")
+    return jobs
+
+
 async def sweep(ctx: Ctx) -> None:
     """Re-derive every pending piece of work from the read tables (Redis holds no truth)."""
-    settings = ctx["settings"]
-    work = await find_work(ctx["pool"], recent_seconds=max(60.0, 10 * settings.task_poll_interval))
+    recent = max(60.0, 10 * ctx["settings"].task_poll_interval)
+    tasks = await PostgresTaskView(ctx["pool"]).open_tasks(recent)
+    work = [(job, task.id) for task in tasks for job in _jobs(task)]
     for job, task_id in work:
         await ctx["enqueue"](job, task_id)
     if work:
@@ -60,8 +78,8 @@ async def purge_logs(ctx: Ctx) -> None:
     settings = ctx["settings"]
     if settings.log_retention_days <= 0:
         return
-    removed = await purge_read_logs(
-        ctx["pool"], settings.log_retention_days, budget_s=ctx.get("purge_budget", 20.0)
+    removed = await PostgresLogView(ctx["pool"]).purge_ended_before(
+        settings.log_retention_days, budget_s=ctx.get("purge_budget", 20.0)
     )
     if removed:
         log.info("logs.purged", lines=removed, older_than_days=settings.log_retention_days)

@@ -11,20 +11,23 @@ projection) unless a time filter asks for a real count.
 from __future__ import annotations
 
 import functools
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
-from psycopg import AsyncConnection, sql
+from psycopg import sql
 from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
 
-from deduction.adapters.http import views
 from deduction.domain.logs import LEVELS
+from deduction.projections.base import Row
+from deduction.projections.logs.table import READ_COLUMNS
 
 Scope = Literal["agent_execution_id", "deduction_task_id"]
 LEVEL_NUMBERS = sorted(LEVELS.values())
 _SOME_TIME = datetime(2000, 1, 1, tzinfo=UTC)  # only whether a bound is given shapes the SQL
-_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, views.columns(views.LogLine)))
+_COLUMNS = sql.SQL(", ").join(map(sql.Identifier, READ_COLUMNS))
 
 
 @dataclass(frozen=True)
@@ -46,9 +49,9 @@ class LogFilter:
 def _conditions(scope: Scope, f: LogFilter, with_cursor: bool) -> list[sql.Composable]:
     conds: list[sql.Composable] = [sql.SQL("{} = %(ident)s").format(sql.Identifier(scope))]
     if f.start is not None:
-        conds.append(sql.SQL("\"timestamp\" >= %(start)s"))
+        conds.append(sql.SQL('"timestamp" >= %(start)s'))
     if f.end is not None:
-        conds.append(sql.SQL("\"timestamp\" < %(end)s"))
+        conds.append(sql.SQL('"timestamp" < %(end)s'))
     if with_cursor and f.after_id is not None:
         conds.append(sql.SQL("id < %(after)s" if f.newest_first else "id > %(after)s"))
     return conds
@@ -125,36 +128,86 @@ def _compose_total_query(scope: Scope, f: LogFilter) -> sql.Composed:
     )
 
 
-async def log_page(
-    conn: AsyncConnection[Any], scope: Scope, ident: int, f: LogFilter
-) -> tuple[bool, int, list[dict[str, Any]], int | None]:
-    """(exists, total, lines of this page, cursor of the next page or None).
-
-    The existence check, the page and the total go out in one pipeline: one round trip.
-    """
-    params = {
-        "ident": ident,
-        "start": f.start,
-        "end": f.end,
-        "after": f.after_id,
-        "limit": f.limit + 1,  # one more tells whether a next page exists
-        "min_level": f.min_level,
-    }
-    table = "agent_execution" if scope == "agent_execution_id" else "deduction_task"
-    async with conn.pipeline():
-        exists_cur = await conn.execute(_EXISTS[table], [ident], prepare=True)
-        page_cur = conn.cursor(row_factory=dict_row)
-        await page_cur.execute(page_query(scope, f), params, prepare=True)
-        total_cur = await conn.execute(total_query(scope, f), params, prepare=True)
-    exists = await exists_cur.fetchone() is not None
-    rows = await page_cur.fetchall()
-    total_row = await total_cur.fetchone()
-    more = len(rows) > f.limit
-    rows = rows[: f.limit]
-    next_cursor = rows[-1]["id"] if more and rows else None
-    return exists, int(total_row[0] if total_row else 0), rows, next_cursor
+@dataclass(frozen=True)
+class LogLines:
+    total: int
+    """Lines matching the filters (level, times), whatever the cursor."""
+    rows: list[Row]
+    next_cursor: int | None
+    """The id to pass as `after_id` for the next page; None when this page is the last."""
 
 
-_EXISTS = {t: f"SELECT 1 FROM {t} WHERE id = %s" for t in ("agent_execution", "deduction_task")}
+class LogView(Protocol):
+    """The queries the API and the worker make of the log tables."""
+
+    async def page(self, scope: Scope, ident: int, f: LogFilter) -> LogLines | None: ...
+
+    async def purge_ended_before(
+        self, days: int, budget_s: float, tasks_per_batch: int = 50
+    ) -> int: ...
 
 
+_EXISTS = {
+    "agent_execution_id": "SELECT 1 FROM agent_execution WHERE id = %s",
+    "deduction_task_id": "SELECT 1 FROM deduction_task WHERE id = %s",
+}
+_ENDED_WITH_LOGS = (
+    "SELECT t.id FROM deduction_task t"
+    " WHERE t.end_time < now() - make_interval(days => %s) AND EXISTS"
+    " (SELECT 1 FROM agent_execution_log_count c WHERE c.deduction_task_id = t.id)"
+    " LIMIT %s"
+)
+
+
+class PostgresLogView:
+    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
+        self._pool = pool
+
+    async def page(self, scope: Scope, ident: int, f: LogFilter) -> LogLines | None:
+        """One page of lines and the exact total; None when the execution or task is unknown.
+
+        The existence check, the page and the total go out in one pipeline: one round trip.
+        """
+        params = {
+            "ident": ident,
+            "start": f.start,
+            "end": f.end,
+            "after": f.after_id,
+            "limit": f.limit + 1,  # one more tells whether a next page exists
+            "min_level": f.min_level,
+        }
+        async with self._pool.connection() as conn:
+            async with conn.pipeline():
+                exists_cur = await conn.execute(_EXISTS[scope], [ident], prepare=True)
+                page_cur = conn.cursor(row_factory=dict_row)
+                await page_cur.execute(page_query(scope, f), params, prepare=True)
+                total_cur = await conn.execute(total_query(scope, f), params, prepare=True)
+            exists = await exists_cur.fetchone() is not None
+            rows = await page_cur.fetchall()
+            total_row = await total_cur.fetchone()
+        if not exists:
+            return None
+        more = len(rows) > f.limit
+        rows = rows[: f.limit]
+        next_cursor = rows[-1]["id"] if more and rows else None
+        return LogLines(int(total_row[0] if total_row else 0), rows, next_cursor)
+
+    async def purge_ended_before(
+        self, days: int, budget_s: float, tasks_per_batch: int = 50
+    ) -> int:
+        """Delete log rows (and their counts) of tasks ended more than `days` ago, in batches."""
+        deadline, removed = time.monotonic() + budget_s, 0
+        while time.monotonic() < deadline:
+            async with self._pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(_ENDED_WITH_LOGS, [days, tasks_per_batch])
+                ids = [r[0] for r in await cur.fetchall()]
+                if not ids:
+                    break
+                cur = await conn.execute(
+                    "DELETE FROM agent_execution_log WHERE deduction_task_id = ANY(%s)", [ids]
+                )
+                removed += cur.rowcount
+                await conn.execute(
+                    "DELETE FROM agent_execution_log_count WHERE deduction_task_id = ANY(%s)", [ids]
+                )
+        return removed

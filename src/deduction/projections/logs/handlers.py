@@ -10,8 +10,8 @@ from psycopg import AsyncConnection
 
 from deduction.domain import ExecutionLog
 from deduction.domain.logs import LEVELS
-from deduction.projections import tables
 from deduction.projections.base import EventRow, Projection
+from deduction.projections.logs.table import DDL
 
 LINE_ID_FACTOR = 1024  # a log line's id is notification_id * 1024 + its index in the batch
 _json = msgspec.json.Encoder()
@@ -19,7 +19,7 @@ _json = msgspec.json.Encoder()
 
 class LogProjection(Projection):
     name = "logs"
-    ddl = tables.LOGS
+    ddl = DDL
     tables = ("agent_execution_log", "agent_execution_log_count")
     events = (ExecutionLog.LogsReceived,)
 
@@ -59,8 +59,12 @@ class LogProjection(Projection):
                 " SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::smallint[], %s::bigint[])"
                 " ON CONFLICT (agent_execution_id, level_no)"
                 " DO UPDATE SET lines = c.lines + EXCLUDED.lines",
-                [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys],
-                 [counts[k] for k in keys]],
+                [
+                    [k[0] for k in keys],
+                    [k[1] for k in keys],
+                    [k[2] for k in keys],
+                    [counts[k] for k in keys],
+                ],
             )
 
 
