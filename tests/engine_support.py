@@ -14,6 +14,7 @@ import msgspec
 from psycopg import AsyncConnection
 
 from deduction.adapters.engine import HttpEngine
+from deduction.adapters.event_store import event_streams_for
 from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
 from deduction.reference_engine.simulation import Knobs
 from deduction.application.service import AgentConfig, DeductionApp, NewTask
@@ -149,7 +150,8 @@ async def monitor_for(
     """A TaskMonitor over the real HttpEngine and the test's application."""
     async with aiohttp.ClientSession() as session:
         engine = HttpEngine(session, url, timeout, **kw)
-        reports = EngineReports(services.app, url, deadline, services.settings.log_batch_size)
+        reports = EngineReports(services.app, url, deadline, services.settings.log_batch_size,
+                                streams=event_streams_for(services.app))
         yield TaskMonitor(reports, engine, services.run_sync, restart_backoff=0.05)
 
 

@@ -68,6 +68,7 @@ async def open_worker_context(
     import aiohttp
 
     from deduction.adapters.engine import CircuitBreaker, HttpEngine
+    from deduction.adapters.event_store import event_streams_for
     from deduction.application.monitor import TaskMonitor
     from deduction.application.reports import EngineReports
 
@@ -78,7 +79,8 @@ async def open_worker_context(
         breaker = CircuitBreaker(threshold=5, cooldown=min(30.0, s.task_poll_interval))
         engine = HttpEngine(session, s.engine_url, s.engine_timeout, breaker=breaker)
         reports = EngineReports(
-            services.app, s.engine_url, s.engine_unreachable_deadline, s.log_batch_size
+            services.app, s.engine_url, s.engine_unreachable_deadline, s.log_batch_size,
+            streams=event_streams_for(services.app),
         )
         monitor = TaskMonitor(reports, engine, services.run_sync)
         yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,

@@ -223,6 +223,11 @@ async def test_a_submission_retried_after_a_crash_does_not_start_a_second_run(
         def circuit_open(self) -> bool:
             return False
 
+        def failing_since(self) -> str | None:
+            return None
+
+        restart_supported: bool | None = None
+
     async with live_engine() as live, monitor_for(services, live.url) as monitor:
         task_id = await services.run_sync(create_task, services.app)
         real = monitor.engine

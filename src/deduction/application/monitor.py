@@ -16,7 +16,6 @@ from deduction.application.findings import (
     match_agents,
     utc_now,
 )
-from deduction.application.reports import EngineReports
 from deduction.application.ports import (
     Engine,
     EngineError,
@@ -25,6 +24,7 @@ from deduction.application.ports import (
     EngineUnavailableError,
     RestartUnsupportedError,
 )
+from deduction.application.reports import EngineReports
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class TaskMonitor:
             engine_ids = {eid: agent.engine_agent_id for eid, agent in matched.items()}
             if not plan.ended:
                 await self._restart_due(plan, matched, report)
-        report.restart_supported = getattr(self.engine, "restart_supported", None)
+        report.restart_supported = self.engine.restart_supported
         report.logs = await self._fetch_logs(plan, engine_ids)
         outcome: Outcome = await self._run(self.reports.record_poll, report)
         log.debug("task.polled", task_id=task_id, status=outcome.status, lines=outcome.lines)
@@ -179,6 +179,4 @@ class TaskMonitor:
 
 
 def _since(engine: Engine) -> str:
-    breaker = getattr(engine, "breaker", None)
-    since = getattr(breaker, "failing_since", None)
-    return since or utc_now().isoformat().replace("+00:00", "Z")
+    return engine.failing_since() or utc_now().isoformat().replace("+00:00", "Z")

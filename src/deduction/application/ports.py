@@ -1,9 +1,12 @@
-"""Protocols the application needs from outside: the worker dispatcher, the read models and
-the Engine (with the shapes of its answers)."""
+"""Protocols the application needs from outside: the worker dispatcher, the read models, the
+event store's bulk reads and the Engine (with the shapes of its answers)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
+from uuid import UUID
 
 import msgspec
 
@@ -37,6 +40,28 @@ class ReadModels(Protocol):
     def kick(self) -> None: ...
 
     async def wait_for(self, position: int, timeout: float) -> bool: ...
+
+
+# -- the event store -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StreamHead:
+    """The newest event of a log stream: its version and the log cursor it carries."""
+
+    version: int
+    cursor: dict[str, Any] | None
+
+
+class EventStreams(Protocol):
+    """Reads a poll makes of the event store, in one round trip where the store allows."""
+
+    def load(
+        self, aggregate_ids: Sequence[UUID], newest_of: Sequence[UUID]
+    ) -> tuple[dict[UUID, Any], dict[UUID, StreamHead]]:
+        """The aggregates with these ids (absent ones left out), and the head of each of the
+        `newest_of` log streams (empty streams left out)."""
+        ...
 
 
 # -- the Engine ------------------------------------------------------------------------------
@@ -187,4 +212,13 @@ class Engine(Protocol):
 
     def circuit_open(self) -> bool:
         """True while calls are refused without reaching the Engine."""
+        ...
+
+    def failing_since(self) -> str | None:
+        """When the current run of failed calls began (ISO 8601, UTC); None while it answers."""
+        ...
+
+    @property
+    def restart_supported(self) -> bool | None:
+        """False once the Engine said it cannot restart agents, True once it did; else None."""
         ...

@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
-import msgspec
 import structlog
-from eventsourcing.application import project_aggregate
+from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import StoredEvent
-from psycopg import sql
 
-from deduction.application.service import DeductionApp, NotFoundError, retry_on_conflict
-from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
-from deduction.domain.logs import log_stream_id
-from deduction.domain.ids import to_uuid
-from deduction.application.log_cursor import Cursor, advance, batches, ingest
 from deduction.application.findings import (
     ExecutionPlan,
     Outcome,
@@ -30,13 +25,20 @@ from deduction.application.findings import (
     utc_now,
 )
 from deduction.application.group_save import GroupSave
+from deduction.application.log_cursor import Cursor, advance, batches, ingest
 from deduction.application.ports import (
     EngineAgent,
     EngineError,
     EngineLogLine,
     EngineRejectedError,
     EngineUnavailableError,
+    EventStreams,
+    StreamHead,
 )
+from deduction.application.service import DeductionApp, NotFoundError, retry_on_conflict
+from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
+from deduction.domain.ids import to_uuid
+from deduction.domain.logs import log_stream_id
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -49,25 +51,34 @@ def _weight(events: list[Any]) -> int:
     return sum(1 + len(getattr(e, "lines", ())) for e in events)
 
 
-class _CursorOnly(msgspec.Struct):
-    """The one field of a stored LogsReceived event a poll needs (its lines are skipped)."""
+def _found(aggregates: dict[UUID, Any], ident: int, kind: type[T], what: str) -> T:
+    aggregate = aggregates.get(to_uuid(ident))
+    if not isinstance(aggregate, kind):
+        raise NotFoundError(what, ident)
+    return aggregate
 
-    cursor: dict[str, Any] | None = None
 
+class RepositoryStreams:
+    """EventStreams through the library's public API: one read per aggregate and stream (for
+    stores without a bulk reader)."""
 
-_cursor_only = msgspec.json.Decoder(_CursorOnly)
+    def __init__(self, app: Application[UUID]) -> None:
+        self.app = app
 
-# Every event of the given aggregates, and the newest event of each given log stream
-# (a backward index scan of one row per stream, however long the stream is).
-_LOAD = """
-SELECT false, originator_id, originator_version, topic, state FROM {table}
- WHERE originator_id = ANY(%s)
-UNION ALL
-SELECT true, e.originator_id, e.originator_version, e.topic, e.state
-  FROM unnest(%s::uuid[]) AS s(id) CROSS JOIN LATERAL (
-       SELECT originator_id, originator_version, topic, state FROM {table}
-        WHERE originator_id = s.id ORDER BY originator_version DESC LIMIT 1) AS e
-"""
+    def load(
+        self, aggregate_ids: Sequence[UUID], newest_of: Sequence[UUID]
+    ) -> tuple[dict[UUID, Any], dict[UUID, StreamHead]]:
+        aggregates: dict[UUID, Any] = {}
+        for aggregate_id in aggregate_ids:
+            with contextlib.suppress(AggregateNotFoundError):
+                aggregates[aggregate_id] = self.app.repository.get(aggregate_id)
+        heads: dict[UUID, StreamHead] = {}
+        for stream_id in newest_of:
+            stored = self.app.recorder.select_events(stream_id, desc=True, limit=1)
+            if stored:
+                cursor = getattr(self.app.mapper.to_domain_event(stored[0]), "cursor", None)
+                heads[stream_id] = StreamHead(stored[0].originator_version, cursor)
+        return aggregates, heads
 
 
 class EngineReports:
@@ -81,18 +92,16 @@ class EngineReports:
         unreachable_deadline: float,
         log_batch_size: int,
         max_lines_per_poll: int = 20_000,
+        *,
+        streams: EventStreams | None = None,
     ) -> None:
         self.app, self.engine_url = app, engine_url
         self.deadline, self.batch_size = unreachable_deadline, log_batch_size
         self.max_lines = max_lines_per_poll
+        self.streams: EventStreams = streams or RepositoryStreams(app)
         self._execution_ids: dict[int, list[int]] = {}
         # A shared transaction carries about as much as one busy poll did on its own.
         self._group_save = GroupSave(app.save, weigh=_weight, max_weight=5000)
-        recorder = app.recorder
-        self._bulk = hasattr(recorder, "datastore") and hasattr(recorder, "events_table_name")
-        if self._bulk:
-            table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)
-            self._load_sql = sql.SQL(_LOAD).format(table=table)
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -112,68 +121,33 @@ class EngineReports:
 
     def cursor(self, execution_id: int) -> tuple[int, Cursor]:
         """The log stream's version and the cursor in its newest event (the only one read)."""
-        stored = self.app.recorder.select_events(log_stream_id(execution_id), desc=True, limit=1)
-        if not stored:
-            return 0, Cursor()
-        return stored[0].originator_version, self._cursor_of(stored[0])
-
-    def _cursor_of(self, stored: StoredEvent) -> Cursor:
-        mapper = self.app.mapper
-        if mapper.cipher is None and mapper.compressor is None:
-            raw = _cursor_only.decode(stored.state).cursor  # the lines are not decoded
-        else:
-            raw = getattr(mapper.to_domain_event(stored), "cursor", None)
-        return Cursor.from_dict(raw)
+        stream = log_stream_id(execution_id)
+        head = self.streams.load([], [stream])[1].get(stream)
+        return (0, Cursor()) if head is None else (head.version, Cursor.from_dict(head.cursor))
 
     def load(self, task_id: int) -> Loaded:
-        """A task, its executions and their log cursors: one query once the task is known
-        (its execution ids never change), instead of one per aggregate and stream."""
+        """A task, its executions and their log cursors: one read of the event store once the
+        task is known (its execution ids never change)."""
         ids = self._execution_ids.get(task_id)
-        if not self._bulk:
-            task = self.app.get_task(task_id)
-            executions = self._executions(task)
-            return task, executions, {e: self.cursor(e) for e in task.execution_ids}
+        task: DeductionTask | None = None
         if ids is None:
-            task: DeductionTask | None = self.app.get_task(task_id)
-            ids = task.execution_ids  # type: ignore[union-attr]
+            task = self.app.get_task(task_id)
+            ids = task.execution_ids
             if len(self._execution_ids) >= _KNOWN_TASKS:
                 self._execution_ids.clear()
             self._execution_ids[task_id] = ids
-        else:
-            task = None
         aggregate_ids = ([] if task else [to_uuid(task_id)]) + [to_uuid(e) for e in ids]
         streams = [log_stream_id(e) for e in ids]
-        with self.app.recorder.datastore.get_connection() as conn, conn.cursor() as cur:
-            cur.execute(self._load_sql, (aggregate_ids, streams), prepare=True)
-            rows = cur.fetchall()
-        history: dict[Any, list[StoredEvent]] = {}
-        newest: dict[Any, StoredEvent] = {}
-        for row in rows:
-            is_newest, oid, version, topic, state = row.values()
-            stored = StoredEvent(oid, version, topic, bytes(state))
-            if is_newest:
-                newest[oid] = stored
-            else:
-                history.setdefault(oid, []).append(stored)
+        aggregates, heads = self.streams.load(aggregate_ids, streams)
         if task is None:
-            task = self._project(history, to_uuid(task_id), DeductionTask, "task", task_id)
-        executions = [self._project(history, to_uuid(e), AgentExecution, "agent execution", e)
-                      for e in ids]  # fmt: skip
+            task = _found(aggregates, task_id, DeductionTask, "task")
+        executions = [_found(aggregates, e, AgentExecution, "agent execution") for e in ids]
         cursors = {}
         for e, stream in zip(ids, streams):
-            last = newest.get(stream)
-            cursors[e] = (0, Cursor()) if last is None else (
-                last.originator_version, self._cursor_of(last))  # fmt: skip
+            head = heads.get(stream)
+            cursors[e] = (0, Cursor()) if head is None else (
+                head.version, Cursor.from_dict(head.cursor))  # fmt: skip
         return task, executions, cursors
-
-    def _project(self, history: dict[Any, list[StoredEvent]], oid: Any, kind: type[T],
-                 what: str, ident: int) -> T:  # fmt: skip
-        stored = sorted(history.get(oid, ()), key=lambda s: s.originator_version)
-        to_event = self.app.mapper.to_domain_event
-        aggregate = project_aggregate(None, (to_event(s) for s in stored))
-        if not isinstance(aggregate, kind):
-            raise NotFoundError(what, ident)
-        return aggregate
 
     @staticmethod
     def _outcome(position: int, task: DeductionTask, lines: int = 0) -> Outcome:
@@ -322,11 +296,7 @@ class EngineReports:
             for ex in executions:
                 ex.assign_engine_agent(matched[ex.execution_id].engine_agent_id)
             if not task.is_ended:
-                for ex in executions:
-                    if not ex.is_ended:
-                        self._apply_agent(ex, matched[ex.execution_id], report)
-                self._apply_task_end(report, executions)
-                self._settle(task, executions)
+                self._apply_status(task, executions, matched, report)
         events: list[ExecutionLog.LogsReceived] = []
         by_id = {ex.execution_id: ex for ex in executions}
         for execution_id, lines in report.logs.items():
@@ -337,68 +307,22 @@ class EngineReports:
         position = self._save(task, *executions, *events)
         return self._outcome(position, task, sum(len(e.lines) for e in events))
 
-    def _apply_agent(self, ex: AgentExecution, agent: EngineAgent, report: PollReport) -> None:
-        eid = ex.execution_id
-        if eid in report.cannot_restart:
-            why = report.cannot_restart[eid]
-            error = f"{ex.error or 'failed'} (not retried: {why})"
-            ex.change_status("failed", "engine", error=error)
-            return
-        back = ex.awaiting_restart and agent.status in ("pending", "running")
-        if eid in report.restarted or back:
-            ex.record_restarted()
-            return  # this report predates the restart
-        if ex.awaiting_restart:
-            return  # still failed; restarted once its backoff has passed
-        status = agent.status
-        if status in ("running", "completed") and ex.status == "pending":
-            ex.change_status("running", "engine")
-        if status in ("pending", "running"):
-            ex.report_progress(agent.progress)
-        elif status == "completed":
-            ex.report_progress(100)
-            ex.change_status("completed", "engine", result=agent.result)
-        elif status == "failed":
-            error = agent.error or "the Engine reported the agent failed"
-            if ex.can_retry and report.restart_supported is not False:
-                ex.report_progress(agent.progress)
-                ex.record_attempt_failed(error)
-            else:
-                if ex.can_retry:
-                    error = f"{error} (not retried: the Engine cannot restart agents)"
-                ex.change_status("failed", "engine", error=error)
-        elif status == "stopped":
-            ex.change_status("stopped", "engine")
-
     @staticmethod
-    def _apply_task_end(report: PollReport, executions: list[AgentExecution]) -> None:
-        """An Engine that ended the whole task ends the agents it left active (not those
-        being retried: this report predates their restart)."""
-        engine_status = report.status.status if report.status else "running"
-        if engine_status not in ("failed", "stopped"):
-            return
+    def _apply_status(task: DeductionTask, executions: list[AgentExecution],
+                      matched: dict[int, EngineAgent], report: PollReport) -> None:  # fmt: skip
+        """Each agent's report, then the Engine's word on the whole task, then settle."""
         for ex in executions:
-            retrying = ex.awaiting_restart or ex.execution_id in report.restarted
-            if not ex.is_ended and not retrying:
-                error = f"the Engine reported the task {engine_status}"
-                ex.change_status(engine_status, "engine",
-                                 error=error if engine_status == "failed" else None)  # fmt: skip
-
-    @staticmethod
-    def _settle(task: DeductionTask, executions: list[AgentExecution]) -> None:
-        completed = sum(ex.status == "completed" for ex in executions)
-        failed = [ex for ex in executions if ex.status == "failed"]
-        task.record_agent_counts(len(executions), completed, len(failed))
-        if task.status != "running" or not all(ex.is_ended for ex in executions):
-            return
-        if failed:
-            which = "; ".join(f"{ex.agent_name} (execution {ex.execution_id}): {ex.error}"
-                              for ex in failed)  # fmt: skip
-            task.change_status("failed", f"agent failed: {which}", "engine")
-        elif any(ex.status == "stopped" for ex in executions):
-            task.change_status("stopped", "the Engine stopped the agents", "engine")
-        else:
-            task.change_status("completed", None, "engine")
+            agent, eid = matched[ex.execution_id], ex.execution_id
+            ex.apply_engine_report(
+                agent.status, int(agent.progress or 0), agent.result, agent.error,
+                restarted=eid in report.restarted,
+                cannot_restart_reason=report.cannot_restart.get(eid),
+                restart_supported=report.restart_supported,
+            )  # fmt: skip
+        engine_status = report.status.status if report.status else "running"
+        for ex in executions:
+            ex.record_engine_task_ended(engine_status, restarted=ex.execution_id in report.restarted)
+        task.settle(executions)
 
     def _log_events(
         self, ex: AgentExecution, stream: tuple[int, Cursor], lines: list[EngineLogLine],

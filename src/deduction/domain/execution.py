@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from typing import Any
-
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
 from deduction.domain.errors import TaskAlreadyEndedError
-from deduction.domain.status import TERMINAL, check_transition
+from deduction.domain.status import ACTIVE, TERMINAL, check_transition
 
 
 class AgentExecution(Aggregate):
@@ -186,3 +185,64 @@ class AgentExecution(Aggregate):
         self.progress = 0
 
     awaiting_restart = False
+
+    # -- what the Engine reports -------------------------------------------------------------
+
+    def apply_engine_report(
+        self,
+        status: str,
+        progress: int,
+        result: dict[str, Any] | None,
+        error: str | None,
+        *,
+        restarted: bool = False,
+        cannot_restart_reason: str | None = None,
+        restart_supported: bool | None = None,
+    ) -> None:
+        """Move as the Engine's report of this agent says. `restarted`: the agent was
+        restarted during this poll; `cannot_restart_reason`: a restart was refused."""
+        if self.is_ended:
+            return
+        if cannot_restart_reason is not None:
+            error = f"{self.error or 'failed'} (not retried: {cannot_restart_reason})"
+            self.change_status("failed", "engine", error=error)
+            return
+        if restarted or (self.awaiting_restart and status in ACTIVE):
+            self.record_restarted()
+            return  # this report predates the restart
+        if self.awaiting_restart:
+            return  # still failed; restarted once its backoff has passed
+        if status in ("running", "completed") and self.status == "pending":
+            self.change_status("running", "engine")
+        if status in ACTIVE:
+            self.report_progress(progress)
+        elif status == "completed":
+            self.report_progress(100)
+            self.change_status("completed", "engine", result=result)
+        elif status == "failed":
+            self._report_failure(progress, error, restart_supported)
+        elif status == "stopped":
+            self.change_status("stopped", "engine")
+
+    def _report_failure(
+        self, progress: int, error: str | None, restart_supported: bool | None
+    ) -> None:
+        """A failed attempt is retried while retries are left and the Engine may restart."""
+        error = error or "the Engine reported the agent failed"
+        if self.can_retry and restart_supported is not False:
+            self.report_progress(progress)
+            self.record_attempt_failed(error)
+            return
+        if self.can_retry:
+            error = f"{error} (not retried: the Engine cannot restart agents)"
+        self.change_status("failed", "engine", error=error)
+
+    def record_engine_task_ended(self, engine_status: str, *, restarted: bool = False) -> None:
+        """The Engine ended the whole task: end this agent if it is still active, unless it
+        is being retried (the report predates its restart)."""
+        if engine_status not in ("failed", "stopped"):
+            return
+        if self.is_ended or self.awaiting_restart or restarted:
+            return
+        error = f"the Engine reported the task {engine_status}" if engine_status == "failed" else None
+        self.change_status(engine_status, "engine", error=error)

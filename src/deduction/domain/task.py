@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
-
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 from deduction.domain.errors import TaskAlreadyEndedError
+from deduction.domain.execution import AgentExecution
 from deduction.domain.status import TERMINAL, check_transition
 
 
@@ -200,6 +201,23 @@ class DeductionTask(Aggregate):
     @event(AgentCountsChanged)
     def _agent_counts_changed(self, total: int, completed: int, failed: int, operator: str) -> None:
         self.counts = (total, completed, failed)
+
+    def settle(self, executions: Sequence[AgentExecution]) -> None:
+        """Record the agents' counts; once every agent has ended, a running task ends too:
+        failed if any agent failed, else stopped if any was stopped, else completed."""
+        completed = sum(ex.status == "completed" for ex in executions)
+        failed = [ex for ex in executions if ex.status == "failed"]
+        self.record_agent_counts(len(executions), completed, len(failed))
+        if self.status != "running" or not all(ex.is_ended for ex in executions):
+            return
+        if failed:
+            which = "; ".join(f"{ex.agent_name} (execution {ex.execution_id}): {ex.error}"
+                              for ex in failed)  # fmt: skip
+            self.change_status("failed", f"agent failed: {which}", "engine")
+        elif any(ex.status == "stopped" for ex in executions):
+            self.change_status("stopped", "the Engine stopped the agents", "engine")
+        else:
+            self.change_status("completed", None, "engine")
 
     def record_engine_unreachable(self, since: str, error: str) -> None:
         """Note once (not at every failed poll) that the Engine stopped answering."""

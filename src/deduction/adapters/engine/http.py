@@ -99,6 +99,9 @@ class HttpEngine:
     def circuit_open(self) -> bool:
         return self.breaker.is_open()
 
+    def failing_since(self) -> str | None:
+        return self.breaker.failing_since
+
     # -- plumbing ----------------------------------------------------------------------------
 
     def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes, what: str) -> T:

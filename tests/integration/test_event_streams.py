@@ -1,0 +1,48 @@
+"""The bulk reader of the PostgreSQL store answers as the library's public API does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deduction.adapters.event_store import PostgresEventStreams, event_streams_for
+from deduction.application.reports import RepositoryStreams
+from deduction.application.service import DeductionApp
+from deduction.domain import ExecutionLog
+from deduction.domain.ids import to_uuid
+from deduction.domain.logs import log_stream_id
+from tests.engine_support import create_task
+
+
+def _line(message: str) -> dict[str, Any]:
+    return {"timestamp": "2025-11-12T08:00:00Z", "level": "INFO", "message": message}
+
+
+def test_the_bulk_reader_loads_what_the_repository_and_recorder_load(app: DeductionApp) -> None:
+    task_id = create_task(app)
+    task = app.get_task(task_id)
+    red, blue = task.execution_ids
+    execution = app.get_execution(red)
+    execution.change_status("running", "engine")
+    execution.report_progress(30)
+    app.save(execution)
+    first = {"ts": "2025-11-12T08:00:00Z", "n": 1}
+    newest = {"ts": "2025-11-12T08:00:01Z", "n": 2}
+    app.save(ExecutionLog.batch(1, red, task_id, [_line("a")], first),
+             ExecutionLog.batch(2, red, task_id, [_line("b"), _line("c")], newest))  # fmt: skip
+    aggregate_ids = [to_uuid(task_id), to_uuid(red), to_uuid(blue), to_uuid(999)]
+    streams = [log_stream_id(red), log_stream_id(blue)]
+
+    bulk = event_streams_for(app)
+    assert isinstance(bulk, PostgresEventStreams)
+    got, heads = bulk.load(aggregate_ids, streams)
+    want, want_heads = RepositoryStreams(app).load(aggregate_ids, streams)
+
+    def state(aggregates: dict[Any, Any]) -> dict[Any, Any]:
+        return {k: (type(a).__name__, a.version, a.status, getattr(a, "progress", None))
+                for k, a in aggregates.items()}  # fmt: skip
+
+    assert state(got) == state(want)
+    assert set(got) == {to_uuid(task_id), to_uuid(red), to_uuid(blue)}
+    assert got[to_uuid(red)].progress == 30
+    assert heads == want_heads
+    assert [(h.version, h.cursor) for h in heads.values()] == [(2, newest)]
