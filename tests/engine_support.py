@@ -15,15 +15,15 @@ from psycopg import AsyncConnection
 
 from deduction.adapters.engine import HttpEngine
 from deduction.adapters.event_store import event_streams_for
-from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
-from deduction.reference_engine.simulation import Knobs
-from deduction.application.service import AgentConfig, DeductionApp, NewTask
-from deduction.application.services import Services
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.log_cursor import normalise
 from deduction.application.monitor import TaskMonitor
-from deduction.application.reports import EngineReports
 from deduction.application.ports import EngineLogLine
+from deduction.application.reports import EngineReports
+from deduction.application.service import AgentConfig, DeductionApp, NewTask
+from deduction.application.services import Services
+from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
+from deduction.reference_engine.simulation import Knobs
 from tests.conftest import free_port
 
 T = TypeVar("T")
@@ -150,8 +150,13 @@ async def monitor_for(
     """A TaskMonitor over the real HttpEngine and the test's application."""
     async with aiohttp.ClientSession() as session:
         engine = HttpEngine(session, url, timeout, **kw)
-        reports = EngineReports(services.app, url, deadline, services.settings.log_batch_size,
-                                streams=event_streams_for(services.app))
+        reports = EngineReports(
+            services.app,
+            url,
+            deadline,
+            services.settings.log_batch_size,
+            streams=event_streams_for(services.app),
+        )
         yield TaskMonitor(reports, engine, services.run_sync, restart_backoff=0.05)
 
 

@@ -45,8 +45,8 @@ async def _projections_status(settings: Settings) -> int:
 async def _projections_rebuild(settings: Settings, names: Sequence[str]) -> int:
     import time
 
-    from deduction.application.service import DeductionApp
     from deduction.adapters.postgres import eventsourcing_env
+    from deduction.application.service import DeductionApp
     from deduction.bootstrap import resolve_database_url
     from deduction.projections.runner import rebuild
 
@@ -56,8 +56,10 @@ async def _projections_rebuild(settings: Settings, names: Sequence[str]) -> int:
     applied = await rebuild(url, names or None, on_progress=_progress)
     took = time.perf_counter() - started
     total = sum(applied.values())
-    print(f"rebuilt {', '.join(applied)}: {total} events in {took:.1f}s"
-          f" ({total / took if took else 0:,.0f} events/s)")
+    print(
+        f"rebuilt {', '.join(applied)}: {total} events in {took:.1f}s"
+        f" ({total / took if took else 0:,.0f} events/s)"
+    )
     return 0
 
 
@@ -67,8 +69,8 @@ async def _serve(settings: Settings, demo: bool, with_engine: bool = False) -> i
     import uvicorn
 
     from deduction.adapters.http.app import create_app
-    from deduction.bootstrap import open_dispatch, open_services
     from deduction.application.catalog_import import demo_catalog, load_catalog
+    from deduction.bootstrap import open_dispatch, open_services
 
     async with contextlib.AsyncExitStack() as stack:
         if with_engine:
@@ -85,9 +87,12 @@ async def _serve(settings: Settings, demo: bool, with_engine: bool = False) -> i
             log_level="warning",
             lifespan="on",
         )
-        log.info("api.started", url=f"http://{settings.api_host}:{settings.api_port}",
-                 database="external" if settings.database_url else "embedded",
-                 worker="arq" if settings.redis_url else "in-process")
+        log.info(
+            "api.started",
+            url=f"http://{settings.api_host}:{settings.api_port}",
+            database="external" if settings.database_url else "embedded",
+            worker="arq" if settings.redis_url else "in-process",
+        )
         await uvicorn.Server(config).serve()
     return 0
 
@@ -164,9 +169,9 @@ async def _db_url(settings: Settings) -> int:
 
 async def _load_catalog(settings: Settings, path: Path | None) -> int:
     from deduction.adapters.postgres import eventsourcing_env
+    from deduction.application.catalog_import import demo_catalog, load_catalog, read_catalog_file
     from deduction.application.service import DeductionApp
     from deduction.bootstrap import resolve_database_url
-    from deduction.application.catalog_import import demo_catalog, load_catalog, read_catalog_file
 
     url = await asyncio.to_thread(resolve_database_url, settings)
     app = DeductionApp(env=eventsourcing_env(url))

@@ -8,7 +8,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from bench.common import Result, write_result
 
 FIELDS = {"machine", "versions", "parameters", "baseline", "value", "ratio", "target",

@@ -39,8 +39,9 @@ async def test_detail_json_matches_the_structs_for_every_column(api: Api) -> Non
     """Same keys, same order, same values and time format as `views.TaskDetail`."""
     app = api.services.app
     await api.services.run_sync(seed_catalog, app)
-    pending = (await api.call("POST", "/api/v1/deduction/task/create",
-                              json=msgspec.to_builtins(example_task("fresh"))))
+    pending = await api.call(
+        "POST", "/api/v1/deduction/task/create", json=msgspec.to_builtins(example_task("fresh"))
+    )
     assert pending[0] == 200
     ended = await api.services.run_sync(run_task_to_the_end, app, "ended")
     await api.services.runner.wait_for(app.recorder.max_notification_id() or 0, 10)
@@ -49,7 +50,8 @@ async def test_detail_json_matches_the_structs_for_every_column(api: Api) -> Non
         row, agents = await tasks.task(task_id), await executions.of_task(task_id)
         assert row is not None and agents is not None
         expected = views.from_row(
-            views.TaskDetail, row,
+            views.TaskDetail,
+            row,
             agent_executions=[views.from_row(views.AgentExecution, a) for a in agents],
         )
         async with api.session.get(f"{api.base}/api/v1/deduction/task/{task_id}") as r:
@@ -62,5 +64,9 @@ async def test_detail_json_matches_the_structs_for_every_column(api: Api) -> Non
         msgspec.json.decode(body, type=msgspec.defstruct("E", [("data", views.TaskDetail)]))
     detail = decoded["data"]
     assert detail["status"] == "failed" and detail["error_message"] == "agent BlueTeamAgent failed"
-    assert detail["agent_executions"][0]["result"] == {"score": 0.75, "flags": ["a", "b"], "n": None}
+    assert detail["agent_executions"][0]["result"] == {
+        "score": 0.75,
+        "flags": ["a", "b"],
+        "n": None,
+    }
     assert detail["start_time"].endswith("Z") and len(detail["start_time"]) == 27

@@ -36,8 +36,14 @@ async def assert_unchanged(api: Api, baseline: int) -> None:
 
 async def test_malformed_json_is_400(catalog: Api, baseline: int) -> None:
     """Bodies that are not JSON, or cut short, or missing: 400 saying so."""
-    for raw in [b"{", b'{"name": "x",', b"not json", b"\xff\xfe", b'{"name": "\\ud800"}',
-                b'{"name": "\xff\xfe", "scheme_id": 1}']:
+    for raw in [
+        b"{",
+        b'{"name": "x",',
+        b"not json",
+        b"\xff\xfe",
+        b'{"name": "\\ud800"}',
+        b'{"name": "\xff\xfe", "scheme_id": 1}',
+    ]:
         status, body = await post_raw(catalog, CREATE, raw)
         assert status == 400, raw
         assert body["code"] == 400
@@ -56,7 +62,7 @@ async def test_json_that_is_not_an_object_is_422(catalog: Api, baseline: int) ->
 
 
 WRONG_TYPES = [
-        (
+    (
         with_agent(agent_meta_id="10001"),
         "agent_configs[0].agent_meta_id must be an integer, not a string",
     ),
@@ -111,7 +117,10 @@ async def test_lengths_and_characters_are_checked(catalog: Api, baseline: int) -
         (plan_task(name=""), "name must not be empty"),
         (plan_task(name="tab\there"), "name must not be blank or contain control characters"),
         (plan_task(name="   "), "name must not be blank or contain control characters"),
-        (with_agent(side=" "), "agent_configs[0].side must not be blank or contain control characters"),
+        (
+            with_agent(side=" "),
+            "agent_configs[0].side must not be blank or contain control characters",
+        ),
         (plan_task(description="d" * 513), "description must have at most 512 characters"),
         (plan_task(description="nul\x00"), "description must not contain NUL characters (\\u0000)"),
         (with_agent(side="s" * 65), "agent_configs[0].side must have at most 64 characters"),
@@ -165,7 +174,7 @@ async def test_oversize_body_is_413(catalog: Api, baseline: int) -> None:
 
 
 BAD_QUERIES = [
-        (f"{TASK}/0", "task_id must be between 1 and 9007199254740991"),
+    (f"{TASK}/0", "task_id must be between 1 and 9007199254740991"),
     (f"{TASK}/-1", "task_id must be between 1 and 9007199254740991"),
     (f"{TASK}/9007199254740992", "task_id must be between 1 and 9007199254740991"),
     (f"{TASK}/99999999999999999999999999", "task_id must be between 1 and 9007199254740991"),
@@ -189,8 +198,10 @@ BAD_QUERIES = [
         " not \"running' OR '1'='1\"",
     ),
     (f"{TASK}/list?page=-1", "page must be between 1 and 9007199254740991"),
-    (f"{TASK}/5/agents?status=paused", "status must be one of pending, running, completed,"
-     " failed, stopped, not 'paused'"),
+    (
+        f"{TASK}/5/agents?status=paused",
+        "status must be one of pending, running, completed, failed, stopped, not 'paused'",
+    ),
 ]
 
 
@@ -263,9 +274,11 @@ async def test_an_unexpected_failure_is_a_logged_500_envelope(api: Api) -> None:
     """Only a real fault (here: a read table gone) reaches the catch-all: 500, no details leaked."""
     async with api.services.pool.connection() as conn:
         await conn.execute("DROP TABLE deduction_task_history")
-        await conn.execute("INSERT INTO deduction_task (id, scheme_id, env_instance_id, name,"
-                           " scheme_snapshot, create_at, update_at, version)"
-                           " VALUES (1, 1, 1, 'n', '{}', now(), now(), 1)")
+        await conn.execute(
+            "INSERT INTO deduction_task (id, scheme_id, env_instance_id, name,"
+            " scheme_snapshot, create_at, update_at, version)"
+            " VALUES (1, 1, 1, 'n', '{}', now(), now(), 1)"
+        )
 
     status, body = await api.call("GET", f"{TASK}/1/history")
 

@@ -129,9 +129,7 @@ async def test_time_range_is_start_inclusive_end_exclusive(
     assert [line["message"] for line in data["logs"]] == [f"line {i}" for i in range(5, 10)]
     assert data["total"] == 5
 
-    shanghai = await get_logs(
-        catalog, f"{base}&start_time=2025-11-12T18:00:25%2B08:00&level=ERROR"
-    )
+    shanghai = await get_logs(catalog, f"{base}&start_time=2025-11-12T18:00:25%2B08:00&level=ERROR")
     assert [line["message"] for line in shanghai["logs"]] == ["line 28", "line 29"]
     assert shanghai["total"] == 2
 

@@ -322,9 +322,7 @@ async def test_stopping_a_completed_or_failed_task_is_409(catalog: Api) -> None:
     for task_id, ended in [(completed["id"], "completed"), (failed["id"], "failed")]:
         status, body = await catalog.call("POST", f"{TASK}/{task_id}/stop")
         assert status == 409
-        assert body["message"] == (
-            f"cannot stop: the task has already ended with status '{ended}'"
-        )
+        assert body["message"] == (f"cannot stop: the task has already ended with status '{ended}'")
         _, detail = await catalog.call("GET", f"{TASK}/{task_id}")
         assert detail["data"]["status"] == ended
 

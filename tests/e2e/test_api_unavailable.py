@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_services
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from tests.conftest import Api
 from tests.conftest import test_settings as settings_for
 from tests.e2e.conftest import TASK, plan_task

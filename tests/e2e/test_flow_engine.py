@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from psycopg import AsyncConnection
 
+from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from tests.conftest import Api
 from tests.conftest import test_settings as settings_for
 from tests.e2e.conftest import PLAN_TASK, TASK
@@ -21,7 +21,6 @@ from tests.engine_support import (
     stored_multiset,
     wait_until,
 )
-
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ import redis.asyncio as aioredis
 from arq.connections import RedisSettings, create_pool
 
 from deduction.adapters.worker import arq_enqueuer
+from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from tests.conftest import Api
 from tests.conftest import test_settings as settings_for
 from tests.e2e.test_flow_engine import _create, _detail, _logs_match

@@ -20,10 +20,10 @@ from schemathesis.config import SchemathesisConfig
 
 from deduction.adapters.http.app import create_app, openapi_document
 from deduction.adapters.postgres import create_database, drop_database, with_database
+from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.service import AgentConfig, NewTask
 from deduction.application.services import Services
 from deduction.bootstrap import open_services
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.domain import ExecutionLog
 from tests.conftest import free_port
 from tests.conftest import test_settings as settings_for

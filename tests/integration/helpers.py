@@ -6,8 +6,8 @@ from typing import Any
 
 from psycopg import AsyncConnection
 
-from deduction.application.service import AgentConfig, DeductionApp, NewTask
 from deduction.application.catalog_import import demo_catalog, load_catalog
+from deduction.application.service import AgentConfig, DeductionApp, NewTask
 from deduction.domain import ExecutionLog
 from deduction.projections.runner import all_projections
 
@@ -44,7 +44,9 @@ def log_lines(n: int, start: int = 0) -> list[dict[str, Any]]:
     ]
 
 
-def append_logs(app: DeductionApp, execution_id: int, task_id: int, batches: list[list[dict[str, Any]]]) -> int:
+def append_logs(
+    app: DeductionApp, execution_id: int, task_id: int, batches: list[list[dict[str, Any]]]
+) -> int:
     """Save log batches on the execution's log stream; returns the last position."""
     position = 0
     for batch in batches:
@@ -62,6 +64,6 @@ async def snapshot(conn: AsyncConnection[Any]) -> dict[str, list[tuple[Any, ...]
     tables: dict[str, list[tuple[Any, ...]]] = {}
     for p in all_projections():
         for table in p.tables:
-            cur = await conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")  # noqa: S608
+            cur = await conn.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
             tables[table] = await cur.fetchall()
     return tables

@@ -9,15 +9,19 @@ import sys
 from psycopg import AsyncConnection
 
 from deduction.application.service import DeductionApp
-from tests.integration.test_core_projections import catch_up, make_history
 from tests.integration.helpers import snapshot
+from tests.integration.test_core_projections import catch_up, make_history
 
 
 def deduction(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": db_url}
     return subprocess.run(
         [sys.executable, "-m", "deduction", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 
@@ -45,6 +49,12 @@ def test_cli_rejects_an_unknown_projection_and_bad_settings(db_url: str, app: De
     done = deduction(db_url, "projections", "rebuild", "nope")
     assert done.returncode == 2 and "unknown projection(s): nope" in done.stderr
     env = {**os.environ, "DATABASE_URL": db_url, "LOG_BATCH_SIZE": "5000"}
-    bad = subprocess.run([sys.executable, "-m", "deduction", "projections", "status"],
-                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "deduction", "projections", "status"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert bad.returncode == 2 and "LOG_BATCH_SIZE" in bad.stderr

@@ -45,9 +45,15 @@ def test_create_refuses_unknown_references_naming_the_field(app: DeductionApp) -
     """An unknown agent_meta_id is refused with the field path and id."""
     seed_catalog(app)
     new = example_task()
-    bad = type(new)(**{**new.__dict__, "agent_configs": [
-        new.agent_configs[0], type(new.agent_configs[0])(99, "blue", {}),
-    ]})
+    bad = type(new)(
+        **{
+            **new.__dict__,
+            "agent_configs": [
+                new.agent_configs[0],
+                type(new.agent_configs[0])(99, "blue", {}),
+            ],
+        }
+    )
     with pytest.raises(UnknownReferenceError, match=r"agent_configs\[1\]\.agent_meta_id: 99"):
         app.create_task(bad, "alice")
 
@@ -57,9 +63,15 @@ def test_create_copies_catalog_names_and_snapshots_the_scheme(app: DeductionApp)
     seed_catalog(app)
     task = app.get_task(app.create_task(example_task(), "alice").data["task_id"])
     red, blue = (app.get_execution(e) for e in task.execution_ids)
-    assert (red.agent_name, red.agent_load, red.side) == ("RedTeamAgent", "red_team_agent_v1", "red")
+    assert (red.agent_name, red.agent_load, red.side) == (
+        "RedTeamAgent",
+        "red_team_agent_v1",
+        "red",
+    )
     assert (blue.agent_name, blue.params) == ("BlueTeamAgent", {"defense_level": "high"})
-    assert task.scheme_snapshot["id"] == 1234567890 and task.scheme_snapshot["config"]["rounds"] == 10
+    assert (
+        task.scheme_snapshot["id"] == 1234567890 and task.scheme_snapshot["config"]["rounds"] == 10
+    )
 
 
 def test_update_merges_params_and_is_refused_after_the_task_ended(app: DeductionApp) -> None:
@@ -69,7 +81,10 @@ def test_update_merges_params_and_is_refused_after_the_task_ended(app: Deduction
     red = app.get_task(task_id).execution_ids[0]
     receipt = app.update_config(task_id, [(red, {"attack_strategy": "stealth"})], "bob")
     assert receipt.data == {"updated_count": 1}
-    assert app.get_execution(red).params == {"attack_strategy": "stealth", "target": "192.168.1.100"}
+    assert app.get_execution(red).params == {
+        "attack_strategy": "stealth",
+        "target": "192.168.1.100",
+    }
     assert len(app.get_task(task_id).pending_updates) == 1
     app.request_stop(task_id, "carol")
     with pytest.raises(TaskAlreadyEndedError):

@@ -89,9 +89,7 @@ async def test_concurrent_runners_never_apply_a_page_twice(app: DeductionApp, db
         raced = await snapshot(conn)
         await rebuild(db_url)
         assert await snapshot(conn) == raced
-        cur = await conn.execute(
-            "SELECT sum(lines) FROM agent_execution_log_count"
-        )
+        cur = await conn.execute("SELECT sum(lines) FROM agent_execution_log_count")
         assert (await cur.fetchone())[0] == len(raced["agent_execution_log"]) == 4 * 107
 
 
@@ -139,10 +137,20 @@ async def test_log_lines_with_control_characters_round_trip(app: DeductionApp, d
     task_id = app.create_task(example_task(), "alice").data["task_id"]
     red = app.get_task(task_id).execution_ids[0]
     nasty = [
-        {"timestamp": "2025-11-12T10:35:22Z", "level": "ERROR", "message": "a\tb\nc\\d\re 红队",
-         "source": "net\tmod", "extra": {"k": "v\u0000w", "tab": "\t"}},
-        {"timestamp": "2025-11-12T10:35:23.123456Z", "level": "TRACE", "message": "nul\u0000here",
-         "source": None, "extra": None},
+        {
+            "timestamp": "2025-11-12T10:35:22Z",
+            "level": "ERROR",
+            "message": "a\tb\nc\\d\re 红队",
+            "source": "net\tmod",
+            "extra": {"k": "v\u0000w", "tab": "\t"},
+        },
+        {
+            "timestamp": "2025-11-12T10:35:23.123456Z",
+            "level": "TRACE",
+            "message": "nul\u0000here",
+            "source": None,
+            "extra": None,
+        },
     ]
     append_logs(app, red, task_id, [nasty])
     await catch_up(db_url)

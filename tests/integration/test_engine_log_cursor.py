@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from deduction.application.log_cursor import Cursor, advance, batches, ingest, normalise, parse_ts
 from deduction.application.ports import EngineLogLine
 
-T0 = datetime(2025, 11, 12, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2025, 11, 12, 10, 0, tzinfo=UTC)
 
 # One step of the world: the Engine emits some lines (each 0, 1 or 1000 ms after the previous
 # one, or at the same instant), or we poll, storing at most `cap` new lines.
@@ -26,8 +26,11 @@ def _engine_answer(
     if since is None:
         return list(emitted)
     s = parse_ts(since)
-    return [x for x in emitted
-            if parse_ts(x.timestamp) > s or (inclusive and parse_ts(x.timestamp) == s)]
+    return [
+        x
+        for x in emitted
+        if parse_ts(x.timestamp) > s or (inclusive and parse_ts(x.timestamp) == s)
+    ]
 
 
 @settings(max_examples=150, deadline=None)
@@ -60,7 +63,8 @@ def test_stored_lines_equal_emitted_lines(
     while poll_once(5):
         pass
     assert Counter((x["timestamp"], x["message"]) for x in stored) == Counter(
-        (normalise(x)["timestamp"], x.message) for x in emitted  # type: ignore[index]
+        (normalise(x)["timestamp"], x.message)
+        for x in emitted  # type: ignore[index]
     )
     assert sum(cursor.tail.values()) <= len(emitted)
 

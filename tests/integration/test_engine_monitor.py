@@ -8,9 +8,9 @@ import pytest
 from psycopg import AsyncConnection
 
 from deduction.adapters.engine import CircuitBreaker
+from deduction.application.ports import EngineLogLine, EngineTaskStatus
 from deduction.application.services import Services
 from deduction.domain import DeductionTask
-from deduction.application.ports import EngineLogLine, EngineTaskStatus
 from tests.engine_support import (
     create_task,
     engine_multiset,

@@ -8,8 +8,8 @@ import aiohttp
 import pytest
 
 from deduction.adapters.engine import HttpEngine, RetryPolicy
-from deduction.reference_engine.simulation import Knobs, Simulation
 from deduction.application.ports import EngineRejectedError, EngineUnavailableError
+from deduction.reference_engine.simulation import Knobs, Simulation
 from tests.engine_support import LiveEngine, live_engine
 
 AGENTS = {"agents": [{"agent_name": "red", "params": {}}, {"agent_name": "blue", "params": {}}]}

@@ -51,10 +51,16 @@ def test_the_project_keeps_its_import_contract() -> None:
         ("deduction.application.reports", "import deduction.adapters.engine", "Layers"),
         ("deduction.projections.tasks", "import deduction.adapters.http.app", "Layers"),
         ("deduction.adapters.worker.jobs", "import deduction.bootstrap", "composition root"),
-        ("deduction.reference_engine.server", "import deduction.application.ports",
-         "reference Engine"),
-        ("deduction.application.log_cursor", "import deduction.application.reports",
-         "No import cycles"),
+        (
+            "deduction.reference_engine.server",
+            "import deduction.application.ports",
+            "reference Engine",
+        ),
+        (
+            "deduction.application.log_cursor",
+            "import deduction.application.reports",
+            "No import cycles",
+        ),
     ],
 )
 def test_a_planted_violation_breaks_the_contract(

@@ -10,6 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from deduction.application.transcoder import MsgspecTranscoder
 from deduction.domain import (
     STATUSES,
     TERMINAL,
@@ -18,7 +19,6 @@ from deduction.domain import (
     IllegalTransitionError,
     TaskAlreadyEndedError,
 )
-from deduction.application.transcoder import MsgspecTranscoder
 
 ALLOWED = {
     "pending": {"running", "failed", "stopped"},
@@ -98,7 +98,9 @@ class TaskMachine(RuleBasedStateMachine):
     @rule(operator=operators, params=st.dictionaries(st.text(max_size=5), st.integers()))
     def request_update(self, operator: str, params: dict[str, int]) -> None:
         try:
-            self.task.request_update(len(self.events), [{"execution_id": 1, "params": params}], operator)
+            self.task.request_update(
+                len(self.events), [{"execution_id": 1, "params": params}], operator
+            )
         except TaskAlreadyEndedError:
             assert self.task.status in TERMINAL
         self._keep()
@@ -153,7 +155,9 @@ def test_stop_is_idempotent_and_refused_after_completion() -> None:
     assert task.request_stop("alice") is True
     assert task.request_stop("alice") is False
     assert [type(e).__name__ for e in task.collect_events()] == [
-        "Created", "StopRequested", "StatusChanged",
+        "Created",
+        "StopRequested",
+        "StatusChanged",
     ]
     done = new_task()
     done.change_status("running", None, "engine")

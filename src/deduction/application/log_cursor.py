@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -65,22 +65,22 @@ class Cursor:
 
 def format_ts(value: datetime) -> str:
     spec = "milliseconds" if value.microsecond % 1000 == 0 else "microseconds"
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec=spec) + "Z"
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
 def parse_ts(value: str | float) -> datetime:
     """RFC 3339 (naive means UTC) or epoch seconds/milliseconds; raises ValueError."""
     if isinstance(value, (int, float)):
         seconds = value / 1000 if abs(value) > 1e11 else value
-        return datetime.fromtimestamp(seconds, timezone.utc)
+        return datetime.fromtimestamp(seconds, UTC)
     parsed = datetime.fromisoformat(value.strip())
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
 
 
 def _stored_ts(value: datetime) -> str:
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(
-        timespec="microseconds"
-    ) + "Z"
+    return (
+        value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    )
 
 
 def _text(value: Any, limit: int) -> str:
@@ -101,7 +101,7 @@ def _extra(value: Any) -> dict[str, Any] | None:
     return extra
 
 
-def _stored_ts_of(raw: str | int | float) -> str:
+def _stored_ts_of(raw: str | float) -> str:
     """The stored form of an Engine timestamp; raises like `parse_ts`.
 
     RFC 3339 UTC with `Z` (`...:SS.fffZ` or `...:SS.ffffffZ`, what most Engines send) is
@@ -206,9 +206,7 @@ def _new_by_timestamp(cursor: Cursor, lines: list[Line]) -> list[Line]:
     return fresh
 
 
-def _cut(
-    fresh: list[tuple[Line, None]], max_lines: int
-) -> tuple[list[tuple[Line, None]], bool]:
+def _cut(fresh: list[tuple[Line, None]], max_lines: int) -> tuple[list[tuple[Line, None]], bool]:
     """At most ~max_lines, cut only between two timestamps so the cursor covers the rest."""
     if len(fresh) <= max_lines:
         return fresh, False

@@ -321,11 +321,16 @@ class EngineReports:
             )  # fmt: skip
         engine_status = report.status.status if report.status else "running"
         for ex in executions:
-            ex.record_engine_task_ended(engine_status, restarted=ex.execution_id in report.restarted)
+            ex.record_engine_task_ended(
+                engine_status, restarted=ex.execution_id in report.restarted
+            )
         task.settle(executions)
 
     def _log_events(
-        self, ex: AgentExecution, stream: tuple[int, Cursor], lines: list[EngineLogLine],
+        self,
+        ex: AgentExecution,
+        stream: tuple[int, Cursor],
+        lines: list[EngineLogLine],
         drained: bool,
     ) -> list[ExecutionLog.LogsReceived]:
         version, cursor = stream
@@ -345,7 +350,9 @@ class EngineReports:
             if drained and i == len(chunks) - 1:
                 cursor = replace(cursor, drained=True)
             lines_of_chunk = [line for line, _ in chunk]
-            events.append(ExecutionLog.batch(
-                version + 1 + i, ex.execution_id, ex.task_id, lines_of_chunk, cursor.to_dict()
-            ))
+            events.append(
+                ExecutionLog.batch(
+                    version + 1 + i, ex.execution_id, ex.task_id, lines_of_chunk, cursor.to_dict()
+                )
+            )
         return events

@@ -10,6 +10,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording, Transcoder
 
+from deduction.application.transcoder import MsgspecTranscoder
 from deduction.domain import (
     AgentExecution,
     AgentMeta,
@@ -20,7 +21,6 @@ from deduction.domain import (
 )
 from deduction.domain.catalog import catalog_id
 from deduction.domain.ids import new_id, to_uuid
-from deduction.application.transcoder import MsgspecTranscoder
 
 T = TypeVar("T")
 _COMMAND_ATTEMPTS = 5

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event

@@ -110,7 +110,9 @@ class AgentExecution(Aggregate):
         self,
         task_id: int,
         agent_name: str,
-        old_params: dict[str, Any], new_params: dict[str, Any], operator: str
+        old_params: dict[str, Any],
+        new_params: dict[str, Any],
+        operator: str,
     ) -> None:
         self.params = dict(new_params)
 
@@ -244,5 +246,7 @@ class AgentExecution(Aggregate):
             return
         if self.is_ended or self.awaiting_restart or restarted:
             return
-        error = f"the Engine reported the task {engine_status}" if engine_status == "failed" else None
+        error = (
+            f"the Engine reported the task {engine_status}" if engine_status == "failed" else None
+        )
         self.change_status(engine_status, "engine", error=error)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -40,7 +40,7 @@ class ExecutionLog(Aggregate):
         return ExecutionLog.LogsReceived(
             originator_id=log_stream_id(execution_id),
             originator_version=version,
-            timestamp=datetime.now(timezone.utc),
+            timestamp=datetime.now(UTC),
             execution_id=execution_id,
             task_id=task_id,
             lines=lines,

@@ -76,7 +76,7 @@ class CatalogProjection(Projection):
                         else ("catalog_env_instance", "env_instance_id")
                     )
                     await cur.execute(
-                        f"INSERT INTO {table} (id, name, config, create_at)"  # noqa: S608
+                        f"INSERT INTO {table} (id, name, config, create_at)"
                         " VALUES (%s, %s, %s, %s)",
                         (s[key], s["name"], Jsonb(s["config"]), e.timestamp),
                     )

@@ -76,7 +76,6 @@ class Page:
     checked: int  # every event up to here is applied or not for this projection
 
 
-
 async def run_page(
     conn: AsyncConnection[Any],
     projection: Projection,
@@ -129,7 +128,7 @@ async def _matching(
     conn: AsyncConnection[Any], topics: dict[str, str], after: int, upto: int, limit: int
 ) -> list[tuple[Any, ...]]:
     cur = await conn.execute(
-        f"SELECT notification_id, originator_id, originator_version, topic, state"  # noqa: S608
+        f"SELECT notification_id, originator_id, originator_version, topic, state"
         f" FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s"
         " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
         [after, upto, list(topics), limit],
@@ -142,7 +141,7 @@ async def _position_and_head(
     conn: AsyncConnection[Any], name: str, *, lock: bool
 ) -> tuple[int, int]:
     cur = await conn.execute(
-        f"SELECT position, (SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE})"  # noqa: S608
+        f"SELECT position, (SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE})"
         f" FROM projection_tracking WHERE name = %s{' FOR UPDATE' if lock else ''}",
         [name],
         prepare=True,
@@ -167,7 +166,7 @@ def _event_row(r: tuple[Any, ...], topics: dict[str, str]) -> EventRow:
 
 async def head_position(conn: AsyncConnection[Any]) -> int:
     """The newest notification id in the event store (0 when empty)."""
-    cur = await conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")  # noqa: S608
+    cur = await conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -302,7 +301,7 @@ class ProjectionRunner:
                 await asyncio.wait_for(
                     self._progress.wait_for(lambda: self.reached(position)), timeout
                 )
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 
@@ -340,7 +339,7 @@ async def _rebuild_one(
             await conn.execute(
                 "SELECT 1 FROM projection_tracking WHERE name = %s FOR UPDATE", [projection.name]
             )
-            await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")  # noqa: S608
+            await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")
             # Bulk load: building secondary indexes once at the end is several times cheaper
             # than maintaining them row by row. A crash before that is mended at the next
             # start-up, which creates every missing index (CREATE INDEX IF NOT EXISTS).

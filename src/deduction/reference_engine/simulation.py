@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 import time
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from datetime import UTC, datetime
 from itertools import accumulate
 from math import isfinite
-from collections.abc import Callable
-from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
@@ -70,7 +70,7 @@ def format_us(us: int, resolution: str) -> str:
     if prefix is None:
         if len(_SECONDS) >= 4096:
             _SECONDS.clear()
-        prefix = datetime.fromtimestamp(second, timezone.utc).replace(tzinfo=None).isoformat()
+        prefix = datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat()
         _SECONDS[second] = prefix
     if resolution == "ms":
         return f"{prefix}.{fraction // 1000:03d}Z"
@@ -83,8 +83,8 @@ def format_us(us: int, resolution: str) -> str:
 
 def parse_us(text: str) -> int:
     dt = datetime.fromisoformat(text.strip())
-    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
-    delta = dt - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    dt = dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
+    delta = dt - datetime(1970, 1, 1, tzinfo=UTC)
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

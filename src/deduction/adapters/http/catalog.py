@@ -50,9 +50,7 @@ KINDS: dict[type[msgspec.Struct], tuple[Kind, str]] = {
 }
 
 
-async def _page(
-    catalog: CatalogView, view: type[V], page_view: type[P], page: int, size: int
-) -> P:
+async def _page(catalog: CatalogView, view: type[V], page_view: type[P], page: int, size: int) -> P:
     total, rows = await catalog.page(KINDS[view][0], page, size)
     items = [views.from_row(view, r) for r in rows]
     return page_view(total=total, page=page, size=size, items=items)
@@ -96,9 +94,7 @@ class AgentMetaController(Controller):
         return ok(await _page(reads.catalog, views.AgentMeta, views.AgentMetaPage, page, size))
 
     @get("/{entry_id:str}", operation_id="getAgentMeta", responses=_GET_ERRORS)
-    async def get_agent_meta(
-        self, reads: ReadsDep, entry_id: EntryId
-    ) -> AgentMetaResponse:
+    async def get_agent_meta(self, reads: ReadsDep, entry_id: EntryId) -> AgentMetaResponse:
         return ok(await _entry(reads.catalog, views.AgentMeta, entry_id))
 
 
@@ -162,9 +158,7 @@ class EnvInstanceController(Controller):
         return ok(await _page(reads.catalog, views.EnvInstance, views.EnvInstancePage, page, size))
 
     @get("/{entry_id:str}", operation_id="getEnvInstance", responses=_GET_ERRORS)
-    async def get_env_instance(
-        self, reads: ReadsDep, entry_id: EntryId
-    ) -> EnvInstanceResponse:
+    async def get_env_instance(self, reads: ReadsDep, entry_id: EntryId) -> EnvInstanceResponse:
         return ok(await _entry(reads.catalog, views.EnvInstance, entry_id))
 
 

@@ -128,7 +128,9 @@ def on_malformed(request: AnyRequest, exc: MalformedBodyError) -> Response[Error
 def on_not_utf8(request: AnyRequest, exc: UnicodeDecodeError) -> Response[ErrorEnvelope]:
     # raised by Litestar's JSON decoding of the body, before any handler runs
     log.warning("http.body_not_utf8", method=request.method, path=request.url.path)
-    return error(400, f"request body is not valid JSON: not UTF-8 ({exc.reason} at byte {exc.start})")
+    return error(
+        400, f"request body is not valid JSON: not UTF-8 ({exc.reason} at byte {exc.start})"
+    )
 
 
 def on_too_deep(request: AnyRequest, exc: RecursionError) -> Response[ErrorEnvelope]:

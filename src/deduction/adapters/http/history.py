@@ -22,9 +22,7 @@ class HistoryController(Controller):
         operation_id="getTaskHistory",
         responses=documented(404, 422, 503),
     )
-    async def get_history(
-        self, reads: ReadsDep, task_id: TaskId
-    ) -> HistoryResponse:
+    async def get_history(self, reads: ReadsDep, task_id: TaskId) -> HistoryResponse:
         """Every recorded change of the task and its agents, oldest first, with its operator."""
         rows = await reads.history.of_task(task_id)
         if rows is None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 
 from deduction.adapters.http.schemas import NO_CONTROL, NO_NUL, OPERATOR
+from deduction.domain.ids import MAX_ID
 from deduction.domain.logs import LEVELS
 from deduction.domain.status import STATUSES
-from deduction.domain.ids import MAX_ID
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "status": STATUSES,
@@ -117,7 +117,7 @@ def from_litestar(key: str, source: str | None, raw: str) -> tuple[str, str]:
 
 
 def split_msgspec(message: str) -> tuple[str, str]:
-    """"Expected `int`, got `str` - at `$.a[0].b`" -> ("a[0].b", "Expected `int`, got `str`")."""
+    """ "Expected `int`, got `str` - at `$.a[0].b`" -> ("a[0].b", "Expected `int`, got `str`")."""
     raw, sep, where = message.rpartition(" - at `$")
     if not sep:
         return "", message

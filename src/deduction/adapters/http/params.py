@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
 from deduction.adapters.http.schemas import OPERATOR
-from deduction.domain.status import Status
 from deduction.domain.ids import MAX_ID
+from deduction.domain.status import Status
 
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Order = Literal["desc", "asc"]
@@ -20,9 +20,7 @@ EntryId = Annotated[int, PathParameter(ge=1, le=MAX_ID, description="catalog ent
 
 PageNo = Annotated[int, QueryParameter(ge=1, le=MAX_ID, description="1-based page number")]
 PageSize = Annotated[int, QueryParameter(ge=1, le=100, description="items per page, 1..100")]
-StatusFilter = Annotated[
-    Status | None, QueryParameter(description="only items with this status")
-]
+StatusFilter = Annotated[Status | None, QueryParameter(description="only items with this status")]
 MinLevel = Annotated[
     Level | None,
     QueryParameter(description="minimum severity: ERROR returns ERROR and CRITICAL lines"),

@@ -20,9 +20,7 @@ TaskDetailResponse = Annotated[Envelope[views.TaskDetail], _named("TaskDetailRes
 TaskPageResponse = Annotated[Envelope[views.TaskPage], _named("TaskPageResponse")]
 TaskStoppedResponse = Annotated[Envelope[views.TaskStopped], _named("TaskStoppedResponse")]
 TaskUpdatedResponse = Annotated[Envelope[views.TaskUpdated], _named("TaskUpdatedResponse")]
-AgentExecutionResponse = Annotated[
-    Envelope[views.AgentExecution], _named("AgentExecutionResponse")
-]
+AgentExecutionResponse = Annotated[Envelope[views.AgentExecution], _named("AgentExecutionResponse")]
 AgentExecutionListResponse = Annotated[
     Envelope[list[views.AgentExecution]], _named("AgentExecutionListResponse")
 ]

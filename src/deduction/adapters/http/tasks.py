@@ -110,9 +110,7 @@ class TaskController(Controller):
         return ok(views.TaskPage(total=total, page=page, size=size, items=items))
 
     @get("/{task_id:str}", operation_id="getTask", responses=documented(404, 422, 503))
-    async def get_task(
-        self, reads: ReadsDep, task_id: TaskId
-    ) -> Response[TaskDetailResponse]:
+    async def get_task(self, reads: ReadsDep, task_id: TaskId) -> Response[TaskDetailResponse]:
         """Every column of the task and of each of its agent executions (in config order)."""
         body = await reads.tasks.detail_json(task_id)
         if body is None:
