@@ -18,6 +18,7 @@ BENCHMARKS = (
     "log_queries",
     "commands",
     "projection_rebuild",
+    "mixed_load",
 )
 
 

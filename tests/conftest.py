@@ -8,6 +8,7 @@ Redis skip when none answers, except under CI, where that is a failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -50,6 +51,19 @@ def db_url(server_url: str) -> Iterator[str]:
         yield with_database(server_url, name)
     finally:
         drop_database(server_url, name)
+
+
+@pytest.fixture
+def embedded_db_url() -> Iterator[str]:
+    """A fresh database on the embedded server, reached over its Unix socket (as
+    `deduction serve` without DATABASE_URL does), dropped after the test."""
+    server = start_embedded(ROOT / ".data" / "test")
+    name = f"dtest_{uuid4().hex[:12]}"
+    create_database(server, name)
+    try:
+        yield with_database(server, name)
+    finally:
+        drop_database(server, name)
 
 
 @pytest.fixture
@@ -98,6 +112,13 @@ class Api:
 
 @pytest.fixture
 async def api(services: Services) -> AsyncIterator[Api]:
+    async with serve(services) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def serve(services: Services) -> AsyncIterator[Api]:
+    """The API of `services` on a real uvicorn server, and a client of it."""
     from deduction.adapters.http.app import create_app
 
     port = free_port()

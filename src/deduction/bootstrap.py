@@ -6,17 +6,22 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from deduction.adapters.postgres import eventsourcing_env, start_embedded
+from deduction.adapters.postgres import (
+    PROJECTIONS,
+    READS,
+    eventsourcing_env,
+    start_embedded,
+    with_timeouts,
+)
+from deduction.application.ports import Dispatcher, NoDispatcher
 from deduction.application.service import DeductionApp
 from deduction.application.services import Services
 from deduction.config import Settings, data_path
-from deduction.application.ports import Dispatcher, NoDispatcher
 from deduction.projections.runner import ProjectionRunner
 
 log = structlog.get_logger(__name__)
@@ -31,21 +36,28 @@ def resolve_database_url(settings: Settings) -> str:
 
 @contextlib.asynccontextmanager
 async def open_services(
-    settings: Settings, *, run_projections: bool = True, command_threads: int = 8
+    settings: Settings, *, run_projections: bool = True
 ) -> AsyncIterator[Services]:
-    """Start everything a process needs; stop it in reverse order."""
+    """Start everything a process needs; stop it in reverse order.
+
+    Two thread pools (docs/pools-and-timeouts.md): COMMAND_THREADS for API commands and
+    POLL_THREADS for the worker, so a command never queues behind poll saves; the event
+    store's connection pool has a connection for each of their threads.
+    """
     url = await asyncio.to_thread(resolve_database_url, settings)
-    app = await asyncio.to_thread(
-        DeductionApp, env=eventsourcing_env(url, pool_size=command_threads)
-    )
-    runner = ProjectionRunner(url)
+    threads = settings.command_threads + settings.poll_threads
+    env = eventsourcing_env(url, pool_size=threads, statement_timeout=settings.db_statement_timeout)
+    app = await asyncio.to_thread(DeductionApp, env=env)
+    runner = ProjectionRunner(with_timeouts(url, PROJECTIONS))
     await runner.setup()
-    pool = AsyncConnectionPool(url, min_size=1, max_size=10, open=False, kwargs={"autocommit": True})
+    pool = AsyncConnectionPool(with_timeouts(url, READS), min_size=1, max_size=10, open=False,
+                               kwargs={"autocommit": True})  # fmt: skip
     await pool.open(wait=True, timeout=30)
-    executor = ThreadPoolExecutor(max_workers=command_threads, thread_name_prefix="command")
+    executor = ThreadPoolExecutor(settings.command_threads, thread_name_prefix="command")
+    polls = ThreadPoolExecutor(settings.poll_threads, thread_name_prefix="poll")
     stop = asyncio.Event()
     runner_task = asyncio.create_task(runner.run(stop)) if run_projections else None
-    services = Services(settings, url, app, runner, pool, executor)
+    services = Services(settings, url, app, runner, pool, executor, polls)
     try:
         yield services
     finally:
@@ -54,6 +66,7 @@ async def open_services(
             await runner_task
         await pool.close()
         executor.shutdown(wait=True)
+        polls.shutdown(wait=True)
         app.close()
 
 
@@ -82,7 +95,7 @@ async def open_worker_context(
             services.app, s.engine_url, s.engine_unreachable_deadline, s.log_batch_size,
             streams=event_streams_for(services.app),
         )
-        monitor = TaskMonitor(reports, engine, services.run_sync)
+        monitor = TaskMonitor(reports, engine, services.run_poll)
         yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,
                "enqueue": enqueue}  # fmt: skip
 

@@ -41,7 +41,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_body_bytes: int = 1_048_576
     """Largest request body accepted (413 beyond)."""
     read_your_writes_timeout: float = 10.0
-    """Seconds a command waits for the read tables to include its events."""
+    """Seconds a command may take in all: waiting for a thread, saving, and waiting for the
+    read tables to include its events (503 beyond)."""
+    command_threads: int = 8
+    """Threads that run API commands; the worker never uses them."""
+    poll_threads: int = 4
+    """Threads that run the worker's loads and saves (polls, submits); group commit makes
+    a few enough. Beyond them, poll work queues (and is shed after 30 s); commands do not."""
+    db_statement_timeout: float = 30.0
+    """Seconds one event store statement may run before the server cancels it."""
+    save_stuck_after: float = 60.0
+    """A save running longer than this makes /ready answer 503 (the write path is stuck)."""
     log_level: str = "INFO"
 
 
@@ -61,6 +71,10 @@ _ENV_NAMES = {
     "api_port": "API_PORT",
     "max_body_bytes": "MAX_BODY_BYTES",
     "read_your_writes_timeout": "READ_YOUR_WRITES_TIMEOUT",
+    "command_threads": "COMMAND_THREADS",
+    "poll_threads": "POLL_THREADS",
+    "db_statement_timeout": "DB_STATEMENT_TIMEOUT",
+    "save_stuck_after": "SAVE_STUCK_AFTER",
     "log_level": "LOG_LEVEL",
 }
 
@@ -85,6 +99,10 @@ def _check(s: Settings) -> None:
         raise SettingsError("TASK_POLL_INTERVAL must be positive")
     if s.engine_timeout <= 0:
         raise SettingsError("ENGINE_TIMEOUT must be positive")
+    if s.command_threads < 1 or s.poll_threads < 1:
+        raise SettingsError("COMMAND_THREADS and POLL_THREADS must be at least 1")
+    if s.db_statement_timeout <= 0 or s.save_stuck_after <= 0:
+        raise SettingsError("DB_STATEMENT_TIMEOUT and SAVE_STUCK_AFTER must be positive")
     if s.log_retention_days < 0:
         raise SettingsError("LOG_RETENTION_DAYS must not be negative")
 

@@ -56,3 +56,7 @@ def test_commands(tmp_path: Path) -> None:
 
 def test_projection_rebuild(tmp_path: Path) -> None:
     check("projection_rebuild", tmp_path)
+
+
+def test_mixed_load(tmp_path: Path) -> None:
+    check("mixed_load", tmp_path)

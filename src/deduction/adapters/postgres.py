@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import structlog
@@ -30,11 +30,53 @@ def start_embedded(data_dir: Path) -> str:
     return str(_servers[pgdata].get_uri())
 
 
-def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
-    """The eventsourcing library's persistence settings for `database_url`."""
+class Timeouts(NamedTuple):
+    """Server-side bounds of one kind of connection, in seconds (0 would mean none)."""
+
+    statement: float
+    lock: float
+    idle_in_transaction: float
+
+    def options(self) -> str:
+        """libpq `options` that set them when the session starts."""
+        return " ".join(
+            f"-c {name}={int(seconds * 1000)}"
+            for name, seconds in (
+                ("statement_timeout", self.statement),
+                ("lock_timeout", self.lock),
+                ("idle_in_transaction_session_timeout", self.idle_in_transaction),
+            )
+        )
+
+
+# Per role (docs/pools-and-timeouts.md). The event store's statement bound comes from
+# DB_STATEMENT_TIMEOUT; its lock wait is the library's own POSTGRES_LOCK_TIMEOUT.
+READS = Timeouts(statement=15, lock=5, idle_in_transaction=10)
+PROJECTIONS = Timeouts(statement=120, lock=30, idle_in_transaction=60)
+EVENT_STORE_LOCK_TIMEOUT = 10
+EVENT_STORE_IDLE_IN_TRANSACTION = 10
+
+
+def event_store_timeouts(statement_timeout: float) -> Timeouts:
+    return Timeouts(statement_timeout, EVENT_STORE_LOCK_TIMEOUT, EVENT_STORE_IDLE_IN_TRANSACTION)
+
+
+def with_timeouts(database_url: str, timeouts: Timeouts) -> str:
+    """`database_url` as a conninfo whose sessions start with `timeouts` set."""
     info = conninfo_to_dict(database_url)
+    info["options"] = f"{info.get('options', '')} {timeouts.options()}".strip()
+    return make_conninfo("", **info)
+
+
+def eventsourcing_env(
+    database_url: str, pool_size: int = 5, statement_timeout: float = 30.0
+) -> dict[str, str]:
+    """The eventsourcing library's persistence settings for `database_url`: our recorder
+    (deduction.adapters.event_store) and the event store's timeouts on every connection."""
+    info = conninfo_to_dict(database_url)
+    timeouts = event_store_timeouts(statement_timeout)
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": "deduction.adapters.event_store:EventStoreFactory",
         "POSTGRES_DBNAME": str(info.get("dbname", "postgres")),
         "POSTGRES_HOST": str(info.get("host", "127.0.0.1")),
         "POSTGRES_PORT": str(info.get("port", "5432")),
@@ -43,7 +85,9 @@ def eventsourcing_env(database_url: str, pool_size: int = 5) -> dict[str, str]:
         "POSTGRES_POOL_SIZE": str(pool_size),
         "POSTGRES_MAX_OVERFLOW": str(pool_size),
         "POSTGRES_CONNECT_TIMEOUT": "3",
-        "POSTGRES_LOCK_TIMEOUT": "10",
+        "POSTGRES_LOCK_TIMEOUT": str(EVENT_STORE_LOCK_TIMEOUT),
+        "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(EVENT_STORE_IDLE_IN_TRANSACTION),
+        "POSTGRES_SESSION_OPTIONS": f"{info.get('options', '')} {timeouts.options()}".strip(),
         "POSTGRES_PRE_PING": "y",
     }
     return env

@@ -46,7 +46,8 @@ def health() -> Response[ProbeResponse]:
 
 @get("/ready", operation_id="ready", tags=["probes"], responses=documented(503))
 async def ready(state: State) -> Response[ProbeResponse]:
-    """The database answers and the projections are not far behind."""
+    """The database answers, no save is stuck, and the projections are not far behind;
+    `polls` shows whether poll work is being delayed or shed under overload."""
     services: Services = state.services
     try:
         async with services.pool.connection(timeout=2) as conn:
@@ -54,12 +55,13 @@ async def ready(state: State) -> Response[ProbeResponse]:
     except Exception as e:  # noqa: BLE001 - any failure means not ready
         return envelope({"database": "unreachable", "error": str(e)}, 503, "not ready")
     lag = {r.name: r.lag for r in rows}
+    save_age = services.stuck_save_age()
+    data = {"database": "ok", "projection_lag": lag, "oldest_save_s": round(save_age, 3),
+            "polls": services.poll_load.report()}  # fmt: skip
+    if save_age > services.settings.save_stuck_after:
+        return envelope(data, 503, f"the write path is stuck: a save has run {save_age:.0f}s")
     ok = all(v <= READY_MAX_LAG for v in lag.values())
-    return envelope(
-        {"database": "ok", "projection_lag": lag},
-        200 if ok else 503,
-        "success" if ok else "projections are behind",
-    )
+    return envelope(data, 200 if ok else 503, "success" if ok else "projections are behind")
 
 
 def _untyped(path: str) -> str:

@@ -29,7 +29,7 @@ from deduction.application.service import (
     NotFoundError,
     UnknownReferenceError,
 )
-from deduction.application.services import ReadModelLagError
+from deduction.application.services import ReadModelLagError, ServiceBusyError
 from deduction.domain.errors import DomainError
 
 log = structlog.get_logger(__name__)
@@ -176,6 +176,7 @@ EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[ErrorEnvelope]]
     DomainError: _status(409),
     CommandError: _status(409),
     ReadModelLagError: on_lag,
+    ServiceBusyError: _status(503),
     psycopg.OperationalError: on_unavailable,
     es.OperationalError: on_unavailable,
     es.InterfaceError: on_unavailable,
