@@ -9,8 +9,13 @@ from litestar import Litestar, get
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-pool = AsyncConnectionPool(os.environ["DATABASE_URL"], min_size=4, max_size=10, open=False,
-                           kwargs={"autocommit": True, "row_factory": dict_row})
+pool = AsyncConnectionPool(
+    os.environ["DATABASE_URL"],
+    min_size=4,
+    max_size=10,
+    open=False,
+    kwargs={"autocommit": True, "row_factory": dict_row},
+)
 
 
 @get("/row/{row_id:int}")

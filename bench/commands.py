@@ -71,9 +71,19 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
             for r in range(runs):
                 base.append(direct_rate(url, direct_n))
                 out = subprocess.run(
-                    [sys.executable, "-c", _CLIENT, f"{api.base}{API}/task/create",
-                     "8", str(seconds), f"run{r}"],
-                    capture_output=True, text=True, check=True, timeout=seconds + 120,
+                    [
+                        sys.executable,
+                        "-c",
+                        _CLIENT,
+                        f"{api.base}{API}/task/create",
+                        "8",
+                        str(seconds),
+                        f"run{r}",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    timeout=seconds + 120,
                 ).stdout
                 res = json.loads(out)
                 if res["error_count"]:
@@ -83,9 +93,15 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     value, baseline = sorted(ours)[len(ours) // 2], sorted(base)[len(base) // 2]
     return Result(
         name="commands",
-        parameters={"agents_per_task": 10, "connections": 8, "seconds_per_run": seconds,
-                    "runs": runs, "direct_saves_per_run": direct_n, "api_process": api.mode,
-                    "check": "each create is followed by GET /task/{id}, which must answer 200"},
+        parameters={
+            "agents_per_task": 10,
+            "connections": 8,
+            "seconds_per_run": seconds,
+            "runs": runs,
+            "direct_saves_per_run": direct_n,
+            "api_process": api.mode,
+            "check": "each create is followed by GET /task/{id}, which must answer 200",
+        },
         baseline=baseline,
         value=value,
         unit="tasks/s",

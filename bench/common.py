@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
-from deduction.adapters.postgres import create_database, drop_database, start_embedded, with_database
+from deduction.adapters.postgres import (
+    create_database,
+    drop_database,
+    start_embedded,
+    with_database,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -72,8 +77,13 @@ def machine() -> dict[str, Any]:
     with contextlib.suppress(OSError, ValueError):
         kb = int(Path("/proc/meminfo").read_text().split()[1])
         mem_gib = round(kb / 1024 / 1024, 1)
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem_gib,
-            "os": platform.platform(), "python": platform.python_version()}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem_gib,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+    }
 
 
 def versions(database_url: str | None = None) -> dict[str, Any]:
@@ -91,8 +101,13 @@ def versions(database_url: str | None = None) -> dict[str, Any]:
 
 def git_revision() -> str:
     with contextlib.suppress(Exception):
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                              capture_output=True, text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     return "unknown"
 
 
@@ -125,22 +140,35 @@ def api_process_env(database_url: str, port: int) -> Iterator[dict[str, Any]]:
     worker consumes (removed afterwards); without Redis, the in-process worker talks to a
     reference Engine served by the same process.
     """
-    env: dict[str, Any] = {"DATABASE_URL": database_url, "API_PORT": str(port),
-                           "TASK_POLL_ENABLED": "false", "LOG_LEVEL": "WARNING"}
+    env: dict[str, Any] = {
+        "DATABASE_URL": database_url,
+        "API_PORT": str(port),
+        "TASK_POLL_ENABLED": "false",
+        "LOG_LEVEL": "WARNING",
+    }
     url = redis_url()
     if url is None:
         from bench.http_load import free_port
 
-        env.update(REDIS_URL="", ENGINE_URL=f"http://127.0.0.1:{free_port()}",
-                   _args=["--with-engine"], _mode="in-process worker + reference Engine")
+        env.update(
+            REDIS_URL="",
+            ENGINE_URL=f"http://127.0.0.1:{free_port()}",
+            _args=["--with-engine"],
+            _mode="in-process worker + reference Engine",
+        )
         yield env
         return
     import redis
 
     tag = uuid4().hex[:8]
     queue = f"bench:{tag}"
-    env.update(REDIS_URL=url, WORKER_QUEUE=queue, ENGINE_URL="http://127.0.0.1:9", _args=[],
-               _mode="arq dispatch, workers elsewhere")
+    env.update(
+        REDIS_URL=url,
+        WORKER_QUEUE=queue,
+        ENGINE_URL="http://127.0.0.1:9",
+        _args=[],
+        _mode="arq dispatch, workers elsewhere",
+    )
     try:
         yield env
     finally:

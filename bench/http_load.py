@@ -32,10 +32,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(args: list[str], env: dict[str, str], health_url: str, timeout: float = 60) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    args: list[str], env: dict[str, str], health_url: str, timeout: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
     """Start a server process and wait until `health_url` answers 200."""
-    proc = subprocess.Popen(args, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + timeout
     try:
         while True:
@@ -72,7 +79,10 @@ def _ms(text: str) -> float:
 def wrk(url: str, connections: int = 8, seconds: int = 10, threads: int = 1) -> Load:
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", url],
-        capture_output=True, text=True, check=True, timeout=seconds + 30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 30,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -104,8 +114,13 @@ asyncio.run(main())
 """
     import json
 
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         timeout=seconds + 60).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
     lat = sorted(json.loads(out))
     q = statistics.quantiles(lat, n=100)
     return Load(len(lat) / seconds, q[49] * 1000, q[98] * 1000, "python-aiohttp")

@@ -165,7 +165,9 @@ def deployment(url: str, engine_args: list[str], mode: str, redis: str | None,
         yield {"engine": engine, "api": base, "pids": pids}
 
 
-def ingest_once(d: dict[str, Any], url: str, tasks: int, run: int, timeout: float) -> dict[str, Any]:
+def ingest_once(
+    d: dict[str, Any], url: str, tasks: int, run: int, timeout: float
+) -> dict[str, Any]:
     """Create the tasks; wait until the read table holds every line the Engine emitted."""
     with psycopg.connect(url, autocommit=True) as conn:
         rows_before = rows_stored(conn)
@@ -206,7 +208,7 @@ def dump_rows(url: str) -> bytes:
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         chunks = []
         with cur.copy(
-            f"COPY (SELECT {COLUMNS} FROM {TABLE} ORDER BY id) TO STDOUT"  # noqa: S608
+            f"COPY (SELECT {COLUMNS} FROM {TABLE} ORDER BY id) TO STDOUT"
         ) as copy:
             for chunk in copy:
                 chunks.append(bytes(chunk))
@@ -225,7 +227,7 @@ def copy_rate(url: str, data: bytes, lines: int) -> float:
                 for i in range(0, len(view), 1 << 20):
                     copy.write(view[i : i + (1 << 20)])
             took = time.perf_counter() - start
-            copied = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]  # noqa: S608
+            copied = conn.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
             if copied != lines:
                 raise RuntimeError(f"copied {copied} rows, expected {lines}")
         finally:
@@ -252,8 +254,12 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
                 for r in range(runs):
                     sampler.run = r
                     ours.append(ingest_once(d, url, tasks, r, timeout=300))
-                    print(f"   run {r}: {ours[-1]['lines']} lines in {ours[-1]['seconds']:.1f}s"
-                          f" = {ours[-1]['rate']:,.0f} lines/s", file=sys.stderr, flush=True)
+                    print(
+                        f"   run {r}: {ours[-1]['lines']} lines in {ours[-1]['seconds']:.1f}s"
+                        f" = {ours[-1]['rate']:,.0f} lines/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     data = dump_rows(url)
                     base.append(copy_rate(url, data, ours[-1]["lines"]))
                     del data
@@ -268,24 +274,34 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     baseline = statistics.median(base)
     return Result(
         name="log_ingestion",
-        parameters={"tasks": tasks, "agents_per_task": AGENTS, "log_rate_per_agent": log_rate,
-                    "agent_seconds": duration, "log_batch_size": BATCH, "runs": runs,
-                    "task_poll_interval_s": interval, "worker": mode,
-                    "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX", "2"),
-                    "lines_per_run": [x["lines"] for x in ours],
-                    "engine": "reference Engine in its own process, fail_rate 0, default"
-                              " collide/duplicate rates",
-                    "timed": "first POST /task/create until the read table holds every line"
-                             " the Engine emitted"},
+        parameters={
+            "tasks": tasks,
+            "agents_per_task": AGENTS,
+            "log_rate_per_agent": log_rate,
+            "agent_seconds": duration,
+            "log_batch_size": BATCH,
+            "runs": runs,
+            "task_poll_interval_s": interval,
+            "worker": mode,
+            "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX", "2"),
+            "lines_per_run": [x["lines"] for x in ours],
+            "engine": "reference Engine in its own process, fail_rate 0, default"
+            " collide/duplicate rates",
+            "timed": "first POST /task/create until the read table holds every line"
+            " the Engine emitted",
+        },
         baseline=baseline,
         value=value,
         unit="lines/s",
         baseline_label="raw COPY of the same rows into a same-shaped table",
         target=">= 0.30 x the COPY rate",
         target_met=value >= 0.30 * baseline,
-        extra={"samples": [round(x["rate"], 1) for x in ours],
-               "seconds": [round(x["seconds"], 2) for x in ours],
-               "baseline_samples": [round(b, 1) for b in base], "memory": memory},
+        extra={
+            "samples": [round(x["rate"], 1) for x in ours],
+            "seconds": [round(x["seconds"], 2) for x in ours],
+            "baseline_samples": [round(b, 1) for b in base],
+            "memory": memory,
+        },
         versions=ver,
     )
 

@@ -18,7 +18,13 @@ from deduction.projections.logs import DDL as LOG_DDL
 from deduction.projections.logs.view import LogFilter, page_query, total_query
 from deduction.projections.runner import all_projections, create_read_tables
 
-LEVELS = [("DEBUG", 10)] * 20 + [("INFO", 20)] * 60 + [("WARNING", 30)] * 14 + [("ERROR", 40)] * 5 + [("CRITICAL", 50)]
+LEVELS = (
+    [("DEBUG", 10)] * 20
+    + [("INFO", 20)] * 60
+    + [("WARNING", 30)] * 14
+    + [("ERROR", 40)] * 5
+    + [("CRITICAL", 50)]
+)
 TASKS, AGENTS = 20, 10
 LOG_INDEXES = [s for s in LOG_DDL if "ON agent_execution_log(" in s]
 
@@ -26,7 +32,9 @@ LOG_INDEXES = [s for s in LOG_DDL if "ON agent_execution_log(" in s]
 def populate(url: str, lines: int) -> list[tuple[int, list[int]]]:
     """Tasks, executions and `lines` log lines straight into the read tables (bulk load)."""
     per_exec = lines // (TASKS * AGENTS)
-    layout = [(1_000_000 + t, [2_000_000 + t * 100 + a for a in range(AGENTS)]) for t in range(TASKS)]
+    layout = [
+        (1_000_000 + t, [2_000_000 + t * 100 + a for a in range(AGENTS)]) for t in range(TASKS)
+    ]
 
     async def create() -> None:
         async with await AsyncConnection.connect(url, autocommit=True) as conn:
@@ -41,16 +49,21 @@ def populate(url: str, lines: int) -> list[tuple[int, list[int]]]:
                 "INSERT INTO deduction_task (id, scheme_id, env_instance_id, name, status,"
                 " scheme_snapshot, total_agents, create_at, update_at, version)"
                 " VALUES (%s, 1234567890, 9876543210, %s, 'completed', '{}', %s, now(), now(), 1)",
-                [task_id, f"logs-{task_id}", AGENTS])
+                [task_id, f"logs-{task_id}", AGENTS],
+            )
             for seq, eid in enumerate(execs):
                 conn.execute(
                     "INSERT INTO agent_execution (id, deduction_task_id, agent_meta_id, agent_name,"
                     " agent_load, side, params, status, create_at, update_at, seq, version)"
                     " VALUES (%s, %s, 10001, 'RedTeamAgent', 'red_team_agent_v1', 'red', '{}',"
-                    " 'completed', now(), now(), %s, 1)", [eid, task_id, seq])
-        with conn.cursor().copy("COPY agent_execution_log (id, agent_execution_id, deduction_task_id,"
-                                " timestamp, level, level_no, message, source, extra_data, create_at)"
-                                " FROM STDIN") as copy:
+                    " 'completed', now(), now(), %s, 1)",
+                    [eid, task_id, seq],
+                )
+        with conn.cursor().copy(
+            "COPY agent_execution_log (id, agent_execution_id, deduction_task_id,"
+            " timestamp, level, level_no, message, source, extra_data, create_at)"
+            " FROM STDIN"
+        ) as copy:
             line_id = 0
             for i in range(per_exec):
                 chunk = []
@@ -60,12 +73,15 @@ def populate(url: str, lines: int) -> list[tuple[int, list[int]]]:
                     for eid in execs:
                         line_id += 1
                         level, no = LEVELS[(line_id * 7919) % 100]
-                        chunk.append(f"{line_id}\t{eid}\t{task_id}\t{ts}\t{level}\t{no}\t"
-                                     f"agent {eid} step {i}: probing 192.168.1.{i % 255}\tnetwork_module\t\\N\t{ts}\n")
+                        chunk.append(
+                            f"{line_id}\t{eid}\t{task_id}\t{ts}\t{level}\t{no}\t"
+                            f"agent {eid} step {i}: probing 192.168.1.{i % 255}\tnetwork_module\t\\N\t{ts}\n"
+                        )
                 copy.write("".join(chunk))
         conn.execute(
             "INSERT INTO agent_execution_log_count SELECT agent_execution_id, deduction_task_id,"
-            " level_no, count(*) FROM agent_execution_log GROUP BY 1, 2, 3")
+            " level_no, count(*) FROM agent_execution_log GROUP BY 1, 2, 3"
+        )
         for statement in LOG_INDEXES:
             conn.execute(statement)
         conn.execute("VACUUM ANALYZE agent_execution_log")
@@ -86,7 +102,11 @@ async def api_walks(base: str, walks: list[tuple[str, int, str, int]]) -> list[f
     lat = []
     async with aiohttp.ClientSession() as s:
         for scope, ident, level, pages in walks:
-            path = f"/task/{ident}/logs" if scope == "deduction_task_id" else f"/agent-execution/{ident}/logs"
+            path = (
+                f"/task/{ident}/logs"
+                if scope == "deduction_task_id"
+                else f"/agent-execution/{ident}/logs"
+            )
             cursor = None
             for _ in range(pages):
                 params = {"level": level, "limit": "100"}
@@ -113,10 +133,18 @@ async def direct_walks(url: str, walks: list[tuple[str, int, str, int]]) -> list
             cursor = None
             for _ in range(pages):
                 f = LogFilter(min_level=levels[level], after_id=cursor, limit=100)
-                params: dict[str, Any] = {"ident": ident, "start": None, "end": None, "after": cursor,
-                                          "limit": 101, "min_level": f.min_level}
+                params: dict[str, Any] = {
+                    "ident": ident,
+                    "start": None,
+                    "end": None,
+                    "after": cursor,
+                    "limit": 101,
+                    "min_level": f.min_level,
+                }
                 t = time.perf_counter()
-                await (await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", [ident])).fetchone()  # noqa: S608
+                await (
+                    await conn.execute(f"SELECT 1 FROM {table} WHERE id = %s", [ident])
+                ).fetchone()
                 rows = await (await conn.execute(page_query(scope, f), params)).fetchall()
                 await (await conn.execute(total_query(scope, f), params)).fetchone()
                 lat.append(time.perf_counter() - t)
@@ -150,10 +178,17 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     base_p99 = sorted(p99(x) for x in base)[len(base) // 2]
     return Result(
         name="log_queries",
-        parameters={"log_lines": total, "tasks": TASKS, "executions": TASKS * AGENTS,
-                    "page_size": 100, "pages_per_walk": pages, "walks": len(walks), "runs": runs,
-                    "walks_desc": "task logs at WARNING+, execution logs at ERROR+ and at DEBUG+, newest first, after_id cursor",
-                    "load_seconds": round(load_s, 1)},
+        parameters={
+            "log_lines": total,
+            "tasks": TASKS,
+            "executions": TASKS * AGENTS,
+            "page_size": 100,
+            "pages_per_walk": pages,
+            "walks": len(walks),
+            "runs": runs,
+            "walks_desc": "task logs at WARNING+, execution logs at ERROR+ and at DEBUG+, newest first, after_id cursor",
+            "load_seconds": round(load_s, 1),
+        },
         baseline=base_p99,
         value=ours_p99,
         unit="ms p99 per page",
@@ -161,8 +196,10 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
         target="p99 <= 20 ms and <= 2 x the direct query",
         target_met=ours_p99 <= 20 and ours_p99 <= 2 * base_p99,
         higher_is_better=False,
-        extra={"p50_ms": sorted(statistics.median(x) * 1000 for x in ours)[len(ours) // 2],
-               "baseline_p50_ms": sorted(statistics.median(x) * 1000 for x in base)[len(base) // 2],
-               "pages_measured": len(ours[0])},
+        extra={
+            "p50_ms": sorted(statistics.median(x) * 1000 for x in ours)[len(ours) // 2],
+            "baseline_p50_ms": sorted(statistics.median(x) * 1000 for x in base)[len(base) // 2],
+            "pages_measured": len(ours[0]),
+        },
         versions=ver,
     )

@@ -102,8 +102,10 @@ def recover(d: dict[str, Any], url: str, before: dict[str, Any], rows_before: in
             stats = get_json(f"{d['engine']}/admin/stats")
             emitted = stats["lines"] - before["lines"]
             if stats["active_agents"] == 0 and rows_stored(conn) - rows_before >= emitted:
-                with contextlib.suppress(OSError), \
-                        urllib.request.urlopen(f"{d['api']}/ready", timeout=5) as r:
+                with (
+                    contextlib.suppress(OSError),
+                    urllib.request.urlopen(f"{d['api']}/ready", timeout=5) as r,
+                ):
                     if r.status == 200:
                         return time.perf_counter() - start
             time.sleep(0.2)
@@ -137,8 +139,14 @@ def leg(url: str, smoke: bool) -> dict[str, Any]:
         capacity = ingest_once(d, url, capacity_tasks, 0, timeout=300)["rate"]
         loads = [under_load(d, url, s, capacity, log_rate, seconds, f"{s}")
                  for s in LOADS]  # fmt: skip
-    return {"worker": mode, "log_rate_per_agent": log_rate, "agent_seconds": agent_s,
-            "capacity_lines_per_s": round(capacity, 1), "idle": idle, "loads": loads}
+    return {
+        "worker": mode,
+        "log_rate_per_agent": log_rate,
+        "agent_seconds": agent_s,
+        "capacity_lines_per_s": round(capacity, 1),
+        "idle": idle,
+        "loads": loads,
+    }
 
 
 def run(smoke: bool = False) -> Result:
@@ -157,7 +165,8 @@ def run(smoke: bool = False) -> Result:
         lg["loads"][0]["create"]["p99_ms"] <= 200
         and lg["loads"][0]["stop"]["p99_ms"] <= 200
         and all(
-            x["failed"] == 0 and max(x["create"]["max_ms"], x["stop"]["max_ms"]) <= RYW_TIMEOUT * 1000
+            x["failed"] == 0
+            and max(x["create"]["max_ms"], x["stop"]["max_ms"]) <= RYW_TIMEOUT * 1000
             for x in lg["loads"]
         )
         for lg in legs.values()
@@ -167,16 +176,21 @@ def run(smoke: bool = False) -> Result:
           file=sys.stderr, flush=True)  # fmt: skip
     return Result(
         name="mixed_load",
-        parameters={"loads": list(LOADS), "agents_per_task": AGENTS, "client_connections": 4,
-                    "databases": list(legs), "smoke": smoke,
-                    "timed": "each POST /task/create and POST /task/{id}/stop, read-your-writes"
-                             " included, while load tasks run"},
+        parameters={
+            "loads": list(LOADS),
+            "agents_per_task": AGENTS,
+            "client_connections": 4,
+            "databases": list(legs),
+            "smoke": smoke,
+            "timed": "each POST /task/create and POST /task/{id}/stop, read-your-writes"
+            " included, while load tasks run",
+        },
         baseline=max(baseline, 0.1),
         value=max(value, 0.1),
         unit="ms (create p99 at 50 % load, embedded)",
         baseline_label="create p99 on the idle service",
         target="p99 <= 200 ms at 50 %; at 150 % every command within READ_YOUR_WRITES_TIMEOUT,"
-               " and the service recovers by itself",
+        " and the service recovers by itself",
         target_met=met,
         higher_is_better=False,
         extra={"legs": legs},

@@ -18,7 +18,7 @@ import asyncio
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -70,10 +70,15 @@ async def add_running_tasks(services: Services, engine_url: str, count: int) -> 
         )  # fmt: skip
         executions = [
             AgentExecution(
-                execution_id=eid, task_id=task_id, seq=i, agent_meta_id=10001 + i % 2,
+                execution_id=eid,
+                task_id=task_id,
+                seq=i,
+                agent_meta_id=10001 + i % 2,
                 agent_name="RedTeamAgent" if i % 2 == 0 else "BlueTeamAgent",
-                agent_load="red_team_agent_v1", side="red" if i % 2 == 0 else "blue",
-                params={"attack_strategy": "aggressive", "slot": i}, max_retry=3,
+                agent_load="red_team_agent_v1",
+                side="red" if i % 2 == 0 else "blue",
+                params={"attack_strategy": "aggressive", "slot": i},
+                max_retry=3,
                 operator="bench",
             )  # fmt: skip
             for i, eid in enumerate(execution_ids)
@@ -129,7 +134,7 @@ async def http_floor(services: Services, engine_url: str, concurrency: int = 64)
         cur = await conn.execute("SELECT engine_agent_id FROM agent_execution"
                                  " WHERE status IN ('pending', 'running')")  # fmt: skip
         agents = [r[0] for r in await cur.fetchall()]
-    since = (datetime.now(timezone.utc) - timedelta(seconds=INTERVAL)).isoformat(
+    since = (datetime.now(UTC) - timedelta(seconds=INTERVAL)).isoformat(
         timespec="milliseconds").replace("+00:00", "Z")  # fmt: skip
     slots = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession() as session:
@@ -191,15 +196,20 @@ async def measure(database_url: str, engine_url: str, sizes: list[int], runs: in
                 for _ in range(runs if size == main_size else 1):
                     await asyncio.sleep(max(0.0, last + spacing - time.perf_counter()))
                     last = time.perf_counter()
-                    samples.append(await cycle(worker, engine_pid,
-                                               cpu if size == main_size else None))
+                    samples.append(
+                        await cycle(worker, engine_pid, cpu if size == main_size else None)
+                    )
                 cycles[size] = samples
                 if size == main_size:
                     await settle(services)  # the read tables have caught up: nothing else runs
                     await asyncio.sleep(max(0.0, last + spacing - time.perf_counter()))
                     floors[size] = await http_floor(services, engine_url)
-                print(f"   {size} tasks: cycle {[round(s, 2) for s in samples]}s"
-                      f" (first, pairing: {warmups[size]:.2f}s)", file=sys.stderr, flush=True)
+                print(
+                    f"   {size} tasks: cycle {[round(s, 2) for s in samples]}s"
+                    f" (first, pairing: {warmups[size]:.2f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 await settle(services)
             polled = worker.done
     return {"cycles": cycles, "warmups": warmups, "jobs": polled, "http_floor": floors, "cpu": cpu}
@@ -227,8 +237,9 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
         port = free_port()
         engine_url = f"http://127.0.0.1:{port}"
         with server(engine_command(port), {}, f"{engine_url}/admin/knobs") as engine:
-            data = asyncio.run(measure(url, engine_url, sizes, runs, main_size, spacing,
-                                       engine.pid))
+            data = asyncio.run(
+                measure(url, engine_url, sizes, runs, main_size, spacing, engine.pid)
+            )
             with psycopg.connect(url) as conn:
                 lines = conn.execute("SELECT count(*) FROM agent_execution_log").fetchone()[0]
         ver = versions(url)
@@ -238,16 +249,21 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     fits = largest_fitting(list(medians.items()), INTERVAL)
     return Result(
         name="poll_capacity",
-        parameters={"tasks": main_size, "agents_per_task": AGENTS, "runs": len(cycles[main_size]),
-                    "task_poll_interval_s": INTERVAL, "sizes": sizes,
-                    "engine": "reference Engine in its own process, 2 log lines/s per agent,"
-                              " agents running throughout",
-                    "worker": "in-process job runner (as in `deduction serve`), one process,"
-                              " its projection runner included",
-                    "setup": "aggregates made by the domain, submitted to the Engine over HTTP,"
-                             " events written with COPY; one untimed pairing cycle per size",
-                    "engine_calls_alone": "the same Engine calls as one cycle at the main size,"
-                                          " from a bare aiohttp session doing nothing else"},
+        parameters={
+            "tasks": main_size,
+            "agents_per_task": AGENTS,
+            "runs": len(cycles[main_size]),
+            "task_poll_interval_s": INTERVAL,
+            "sizes": sizes,
+            "engine": "reference Engine in its own process, 2 log lines/s per agent,"
+            " agents running throughout",
+            "worker": "in-process job runner (as in `deduction serve`), one process,"
+            " its projection runner included",
+            "setup": "aggregates made by the domain, submitted to the Engine over HTTP,"
+            " events written with COPY; one untimed pairing cycle per size",
+            "engine_calls_alone": "the same Engine calls as one cycle at the main size,"
+            " from a bare aiohttp session doing nothing else",
+        },
         baseline=INTERVAL,
         value=value,
         unit="s",
@@ -255,14 +271,18 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
         target="cycle <= 0.5 x interval",
         target_met=value <= 0.5 * INTERVAL,
         higher_is_better=False,
-        extra={"samples": cycles[main_size],
-               "cycle_s_by_tasks": {str(n): round(t, 3) for n, t in sorted(medians.items())},
-               "first_cycle_s_by_tasks": {str(n): round(t, 3)
-                                          for n, t in sorted(data["warmups"].items())},
-               "largest_task_count_within_interval": fits,
-               "engine_calls_alone_s": round(data["http_floor"][main_size], 3),
-               "cpu_s_per_cycle": data["cpu"],
-               "jobs_run": data["jobs"], "log_lines_stored": lines},
+        extra={
+            "samples": cycles[main_size],
+            "cycle_s_by_tasks": {str(n): round(t, 3) for n, t in sorted(medians.items())},
+            "first_cycle_s_by_tasks": {
+                str(n): round(t, 3) for n, t in sorted(data["warmups"].items())
+            },
+            "largest_task_count_within_interval": fits,
+            "engine_calls_alone_s": round(data["http_floor"][main_size], 3),
+            "cpu_s_per_cycle": data["cpu"],
+            "jobs_run": data["jobs"],
+            "log_lines_stored": lines,
+        },
         versions=ver,
     )
 

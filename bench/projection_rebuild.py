@@ -20,7 +20,7 @@ def read_only(database_url: str) -> float:
     with psycopg.connect(database_url) as conn:
         while True:
             rows = conn.execute(
-                f"SELECT notification_id, originator_id, originator_version, topic, state"  # noqa: S608
+                f"SELECT notification_id, originator_id, originator_version, topic, state"
                 f" FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id LIMIT %s",
                 [position, PAGE],
             ).fetchall()
@@ -51,9 +51,14 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     value = values[len(values) // 2]
     return Result(
         name="projection_rebuild",
-        parameters={"events": written, "log_lines": lines, "page_size": PAGE, "runs": runs,
-                    "mix": "completed tasks of 10 agents: progress, status, 5 log batches of 10 lines per agent",
-                    "applied_per_projection": applied},
+        parameters={
+            "events": written,
+            "log_lines": lines,
+            "page_size": PAGE,
+            "runs": runs,
+            "mix": "completed tasks of 10 agents: progress, status, 5 log batches of 10 lines per agent",
+            "applied_per_projection": applied,
+        },
         baseline=baselines[len(baselines) // 2],
         value=value,
         unit="events/s",

@@ -45,7 +45,9 @@ def table(results: list[Result]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("names", nargs="*", help=f"benchmarks to run (default: {', '.join(BENCHMARKS)})")
+    parser.add_argument(
+        "names", nargs="*", help=f"benchmarks to run (default: {', '.join(BENCHMARKS)})"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: seconds, not minutes")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON files go")
     args = parser.parse_args(argv)
@@ -66,9 +68,13 @@ def main(argv: list[str] | None = None) -> int:
         result.extra["seconds"] = round(time.perf_counter() - started, 1)
         write_result(result, args.out)
         results.append(result)
-        print(f"   {fmt(result.value)} {result.unit} vs {fmt(result.baseline)}"
-              f" -> ratio {result.ratio:.2f}, target {result.target}:"
-              f" {'met' if result.target_met else 'NOT met'}", file=sys.stderr, flush=True)
+        print(
+            f"   {fmt(result.value)} {result.unit} vs {fmt(result.baseline)}"
+            f" -> ratio {result.ratio:.2f}, target {result.target}:"
+            f" {'met' if result.target_met else 'NOT met'}",
+            file=sys.stderr,
+            flush=True,
+        )
     if results:
         print(table(results))
         print(f"\nmachine: {results[0].machine}")

@@ -14,8 +14,12 @@ API = "/api/v1/deduction"
 
 
 def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.loads(r.read())
 
@@ -29,8 +33,11 @@ def create_tasks(base: str, count: int, agents: int = 10) -> list[int]:
             "scheme_id": 1234567890,
             "env_instance_id": 9876543210,
             "agent_configs": [
-                {"agent_meta_id": 10001 + i % 2, "side": "red" if i % 2 == 0 else "blue",
-                 "params": {"attack_strategy": "aggressive", "slot": i}}
+                {
+                    "agent_meta_id": 10001 + i % 2,
+                    "side": "red" if i % 2 == 0 else "blue",
+                    "params": {"attack_strategy": "aggressive", "slot": i},
+                }
                 for i in range(agents)
             ],
         }
@@ -49,9 +56,19 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
             ids = create_tasks(base, tasks)
             target = ids[len(ids) // 2]
             with server(
-                [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--port", str(bare_port),
-                 "--log-level", "warning", "--no-access-log"],
-                {"DATABASE_URL": url}, f"http://127.0.0.1:{bare_port}/health",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "bench.bare_app:app",
+                    "--port",
+                    str(bare_port),
+                    "--log-level",
+                    "warning",
+                    "--no-access-log",
+                ],
+                {"DATABASE_URL": url},
+                f"http://127.0.0.1:{bare_port}/health",
             ):
                 for _ in range(runs):  # interleaved, so drift hits both alike
                     bare.append(load(f"http://127.0.0.1:{bare_port}/row/{target}", 8, seconds))
@@ -63,17 +80,28 @@ def run(smoke: bool = False, runs: int = 3) -> Result:
     p99 = sorted(x.p99_ms for x in ours)[len(ours) // 2]
     return Result(
         name="task_detail_reads",
-        parameters={"connections": 8, "seconds_per_run": seconds, "runs": runs, "agents": 10,
-                    "tasks_in_table": tasks, "load_tool": ours[0].tool, "api_process": mode},
+        parameters={
+            "connections": 8,
+            "seconds_per_run": seconds,
+            "runs": runs,
+            "agents": 10,
+            "tasks_in_table": tasks,
+            "load_tool": ours[0].tool,
+            "api_process": mode,
+        },
         baseline=base_rps,
         value=rps,
         unit="req/s",
         baseline_label="bare Litestar + psycopg handler, one row by primary key",
         target=">= 1.0 x bare handler req/s and p99 <= 10 ms",
         target_met=rps >= base_rps and p99 <= 10.0,
-        extra={"p50_ms": p50, "p99_ms": p99,
-               "baseline_p50_ms": sorted(x.p50_ms for x in bare)[len(bare) // 2],
-               "baseline_p99_ms": sorted(x.p99_ms for x in bare)[len(bare) // 2],
-               "samples": [x.__dict__ for x in ours], "baseline_samples": [x.__dict__ for x in bare]},
+        extra={
+            "p50_ms": p50,
+            "p99_ms": p99,
+            "baseline_p50_ms": sorted(x.p50_ms for x in bare)[len(bare) // 2],
+            "baseline_p99_ms": sorted(x.p99_ms for x in bare)[len(bare) // 2],
+            "samples": [x.__dict__ for x in ours],
+            "baseline_samples": [x.__dict__ for x in bare],
+        },
         versions=ver,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -30,16 +30,23 @@ def task_history(
     claim = TaskName(name=task.name, task_id=task_id)
     execs = [
         AgentExecution(
-            execution_id=eid, task_id=task_id, seq=i, agent_meta_id=10001 + i % 2,
-            agent_name="RedTeamAgent", agent_load="red_team_agent_v1", side="red",
-            params={"attack_strategy": "aggressive"}, max_retry=3, operator="bench",
+            execution_id=eid,
+            task_id=task_id,
+            seq=i,
+            agent_meta_id=10001 + i % 2,
+            agent_name="RedTeamAgent",
+            agent_load="red_team_agent_v1",
+            side="red",
+            params={"attack_strategy": "aggressive"},
+            max_retry=3,
+            operator="bench",
         )  # fmt: skip
         for i, eid in enumerate(execution_ids)
     ]
     task.request_submission()
     task.record_submitted(f"engine-{task_id}", "http://localhost:8080")
     yield from claim.collect_events()
-    start = datetime(2025, 11, 12, 10, 30, tzinfo=timezone.utc)
+    start = datetime(2025, 11, 12, 10, 30, tzinfo=UTC)
     for i, e in enumerate(execs):
         e.assign_engine_agent(f"agent-{e.execution_id}")
         e.change_status("running", "engine")
@@ -49,7 +56,9 @@ def task_history(
         for b in range(log_batches):
             lines = [
                 {
-                    "timestamp": (start + timedelta(milliseconds=b * 1000 + n)).isoformat().replace("+00:00", "Z"),
+                    "timestamp": (start + timedelta(milliseconds=b * 1000 + n))
+                    .isoformat()
+                    .replace("+00:00", "Z"),
                     "level": LEVELS[n % len(LEVELS)],
                     "message": f"agent {i} step {b}.{n}: scanning subnet",
                     "source": "network_module",
@@ -57,7 +66,9 @@ def task_history(
                 }
                 for n in range(lines_per_batch)
             ]
-            yield ExecutionLog.batch(b + 1, e.execution_id, task_id, lines, {"ts": lines[-1]["timestamp"]})
+            yield ExecutionLog.batch(
+                b + 1, e.execution_id, task_id, lines, {"ts": lines[-1]["timestamp"]}
+            )
         task.record_agent_counts(agents, i + 1, 0)
         yield from e.collect_events()
     task.change_status("completed", None, "engine")
@@ -79,8 +90,14 @@ def load_events(database_url: str, target_events: int, **shape: int) -> int:
                     for _ in range(50):
                         for event in task_history(**shape):
                             stored = mapper.to_stored_event(event)
-                            copy.write_row((stored.originator_id, stored.originator_version,
-                                            stored.topic, stored.state))
+                            copy.write_row(
+                                (
+                                    stored.originator_id,
+                                    stored.originator_version,
+                                    stored.topic,
+                                    stored.state,
+                                )
+                            )
                             written += 1
     finally:
         app.close()

@@ -123,8 +123,9 @@ async def serve(services: Services) -> AsyncIterator[Api]:
 
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning",
-                       lifespan="on")
+        uvicorn.Config(
+            create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        )
     )
     task = asyncio.create_task(server.serve())
     while not server.started:

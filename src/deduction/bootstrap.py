@@ -92,7 +92,10 @@ async def open_worker_context(
         breaker = CircuitBreaker(threshold=5, cooldown=min(30.0, s.task_poll_interval))
         engine = HttpEngine(session, s.engine_url, s.engine_timeout, breaker=breaker)
         reports = EngineReports(
-            services.app, s.engine_url, s.engine_unreachable_deadline, s.log_batch_size,
+            services.app,
+            s.engine_url,
+            s.engine_unreachable_deadline,
+            s.log_batch_size,
             streams=event_streams_for(services.app),
         )
         monitor = TaskMonitor(reports, engine, services.run_poll)
@@ -127,7 +130,9 @@ async def open_dispatch(services: Services) -> AsyncIterator[Dispatcher]:
 
 
 @contextlib.asynccontextmanager
-async def open_arq_worker(settings: Settings, enqueue: Callable[..., Any]) -> AsyncIterator[dict[str, Any]]:
+async def open_arq_worker(
+    settings: Settings, enqueue: Callable[..., Any]
+) -> AsyncIterator[dict[str, Any]]:
     """What an arq worker process opens at start-up: the services and the jobs' ctx."""
     async with open_services(settings) as services, open_worker_context(services, enqueue) as ctx:
         yield ctx

@@ -78,6 +78,7 @@ _ENV_NAMES = {
     "log_level": "LOG_LEVEL",
 }
 
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from environment variables; empty values count as unset."""
     env = os.environ if environ is None else environ

@@ -54,7 +54,8 @@ async def test_commands_answer_in_time_while_large_poll_saves_pour_in(embedded_a
     async def command(n: int) -> float:
         started = time.monotonic()
         status, body = await embedded_api.call(
-            "POST", "/api/v1/deduction/task/create", json=plan_task(name=f"load_{n}"))
+            "POST", "/api/v1/deduction/task/create", json=plan_task(name=f"load_{n}")
+        )
         assert status == 200, body
         task_id = body["data"]["task_id"]
         status, body = await embedded_api.call("POST", f"/api/v1/deduction/task/{task_id}/stop")

@@ -149,7 +149,9 @@ def test_the_leader_returns_once_its_own_events_are_saved_and_hands_over_the_lea
     gate = threading.Event()
     store = Store(gate)
     savers: list[str] = []
-    group = GroupSave(lambda *ev: (savers.append(threading.current_thread().name), store.save(*ev))[1])
+    group = GroupSave(
+        lambda *ev: (savers.append(threading.current_thread().name), store.save(*ev))[1]
+    )
     done: list[str] = []
 
     def call(name: str) -> None:

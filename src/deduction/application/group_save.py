@@ -112,8 +112,10 @@ class GroupSave:
                     successor.wake.set()
                     return
                 batch, size = [], 0
-                while self._queue and len(batch) < self._max_callers and (
-                    not batch or size + self._queue[0].weight <= self._max_weight
+                while (
+                    self._queue
+                    and len(batch) < self._max_callers
+                    and (not batch or size + self._queue[0].weight <= self._max_weight)
                 ):
                     entry = self._queue.pop(0)
                     batch.append(entry)

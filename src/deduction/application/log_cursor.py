@@ -78,9 +78,7 @@ def parse_ts(value: str | float) -> datetime:
 
 
 def _stored_ts(value: datetime) -> str:
-    return (
-        value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    )
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _text(value: Any, limit: int) -> str:
