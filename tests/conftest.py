@@ -7,19 +7,13 @@ Redis skip when none answers, except under CI, where that is a failure.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 from uuid import uuid4
 
-import aiohttp
-import msgspec
 import pytest
-import uvicorn
 
 from deduction.adapters.postgres import (
     create_database,
@@ -31,7 +25,8 @@ from deduction.adapters.postgres import (
 from deduction.application.service import DeductionApp
 from deduction.application.services import Services
 from deduction.bootstrap import open_services
-from deduction.config import Settings
+from tests.support.api import Api, serve_api, settings_for
+from tests.support.engine import LiveEngine, live_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,69 +68,24 @@ def app(db_url: str) -> Iterator[DeductionApp]:
     application.close()
 
 
-def test_settings(db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "engine_url": "http://127.0.0.1:9",
-        "task_poll_enabled": False,
-        "read_your_writes_timeout": 10.0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
 @pytest.fixture
 async def services(db_url: str) -> AsyncIterator[Services]:
-    async with open_services(test_settings(db_url)) as s:
+    async with open_services(settings_for(db_url)) as s:
         yield s
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Api:
-    """A client of the API served by a real uvicorn server on a loopback port."""
-
-    def __init__(self, base: str, session: aiohttp.ClientSession, services: Services) -> None:
-        self.base, self.session, self.services = base, session, services
-
-    async def call(
-        self, method: str, path: str, json: Any = None, **kwargs: Any
-    ) -> tuple[int, dict[str, Any]]:
-        async with self.session.request(method, self.base + path, json=json, **kwargs) as r:
-            body = await r.read()
-            return r.status, msgspec.json.decode(body) if body else {}
 
 
 @pytest.fixture
 async def api(services: Services) -> AsyncIterator[Api]:
-    async with serve(services) as client:
+    """The API over `services`, served by uvicorn on a loopback port."""
+    async with serve_api(services) as client:
         yield client
 
 
-@contextlib.asynccontextmanager
-async def serve(services: Services) -> AsyncIterator[Api]:
-    """The API of `services` on a real uvicorn server, and a client of it."""
-    from deduction.adapters.http.app import create_app
-
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-        if task.done():
-            task.result()
-    async with aiohttp.ClientSession() as session:
-        yield Api(f"http://127.0.0.1:{port}", session, services)
-    server.should_exit = True
-    await task
+@pytest.fixture
+async def live(request: pytest.FixtureRequest) -> AsyncIterator[LiveEngine]:
+    """A reference Engine on a loopback port; indirect parametrisation sets its knobs."""
+    async with live_engine(**getattr(request, "param", {})) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,7 @@ def _worker(settings: Settings) -> int:
 
     from deduction.bootstrap import arq_worker_settings
 
-    run_worker(arq_worker_settings(settings))  # type: ignore[arg-type]
+    run_worker(arq_worker_settings(settings))
     return 0
 
 

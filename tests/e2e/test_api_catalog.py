@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import Api
-from tests.e2e.conftest import TASK, event_head, plan_task
+from tests.support.api import TASK, Api, event_head
+from tests.support.plan import plan_task
 
 CATALOG = "/api/v1/catalog"
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

@@ -8,13 +8,13 @@ from deduction.adapters.http import views
 from deduction.application.service import DeductionApp
 from deduction.projections.agents import PostgresAgentView
 from deduction.projections.tasks import PostgresTaskView
-from tests.conftest import Api
-from tests.integration.helpers import example_task, seed_catalog
+from tests.support.api import Api
+from tests.support.plan import new_task, seed_catalog
 
 
 def run_task_to_the_end(app: DeductionApp, name: str) -> int:
     """A task with every column filled: engine ids, times, results, errors, counts, updates."""
-    task_id = app.create_task(example_task(name), "alice").data["task_id"]
+    task_id = app.create_task(new_task(name), "alice").data["task_id"]
     task = app.get_task(task_id)
     red, blue = (app.get_execution(e) for e in task.execution_ids)
     task.request_submission()
@@ -40,7 +40,7 @@ async def test_detail_json_matches_the_structs_for_every_column(api: Api) -> Non
     app = api.services.app
     await api.services.run_sync(seed_catalog, app)
     pending = await api.call(
-        "POST", "/api/v1/deduction/task/create", json=msgspec.to_builtins(example_task("fresh"))
+        "POST", "/api/v1/deduction/task/create", json=msgspec.to_builtins(new_task("fresh"))
     )
     assert pending[0] == 200
     ended = await api.services.run_sync(run_task_to_the_end, app, "ended")

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api
-from tests.e2e.conftest import TASK, create_task, event_head, plan_task
+from tests.support.api import TASK, Api, create_task, event_head
+from tests.support.plan import plan_task
 
 CREATE = f"{TASK}/create"
 
@@ -194,8 +194,10 @@ BAD_QUERIES = [
     ),
     (
         f"{TASK}/list?status=running'%20OR%20'1'='1",
-        "status must be one of pending, running, completed, failed, stopped,"
-        " not \"running' OR '1'='1\"",
+        (
+            "status must be one of pending, running, completed, failed, stopped,"
+            " not \"running' OR '1'='1\""
+        ),
     ),
     (f"{TASK}/list?page=-1", "page must be between 1 and 9007199254740991"),
     (

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Api
-from tests.e2e.conftest import LEVEL_CYCLE, TASK, log_lines, save_logs
+from tests.support.api import TASK, Api
+from tests.support.logs import LEVEL_CYCLE, log_lines, save_logs
 
 EXECUTION = "/api/v1/deduction/agent-execution"
 

@@ -6,8 +6,8 @@ import re
 from typing import Any
 
 from deduction.domain.ids import MAX_ID
-from tests.conftest import Api
-from tests.e2e.conftest import TASK, create_task, drive_task, event_head, plan_task
+from tests.support.api import TASK, Api, create_task, drive_task, event_head
+from tests.support.plan import plan_task
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 EXECUTION = "/api/v1/deduction/agent-execution"
@@ -243,13 +243,17 @@ async def test_update_refuses_bad_lists_with_422_and_changes_nothing(
         ({"agent_configs": []}, "agent_configs must not be empty"),
         (
             {"agent_configs": [entry, entry]},
-            f"agent_configs[1].agent_execution_id: {red['id']} is listed twice"
-            " (also at agent_configs[0])",
+            (
+                f"agent_configs[1].agent_execution_id: {red['id']} is listed twice"
+                " (also at agent_configs[0])"
+            ),
         ),
         (
             {"agent_configs": [{"agent_execution_id": foreign, "params": {"a": 1}}]},
-            f"agent_configs[0].agent_execution_id: {foreign} is not an agent execution"
-            f" of task {task['id']}",
+            (
+                f"agent_configs[0].agent_execution_id: {foreign} is not an agent execution"
+                f" of task {task['id']}"
+            ),
         ),
         (
             {"agent_configs": [{"agent_execution_id": red["id"], "params": {}}]},

@@ -9,9 +9,8 @@ import pytest
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_services
-from tests.conftest import Api
-from tests.conftest import test_settings as settings_for
-from tests.e2e.conftest import TASK, plan_task
+from tests.support.api import TASK, Api, settings_for
+from tests.support.plan import plan_task
 
 
 @pytest.fixture

@@ -6,28 +6,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from psycopg import AsyncConnection
 
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
-from tests.conftest import Api
-from tests.conftest import test_settings as settings_for
-from tests.e2e.conftest import PLAN_TASK, TASK
-from tests.engine_support import (
-    LiveEngine,
-    engine_multiset,
-    live_engine,
-    stored_multiset,
-    wait_until,
-)
-
-
-@pytest.fixture
-async def live(request: pytest.FixtureRequest) -> AsyncIterator[LiveEngine]:
-    knobs = getattr(request, "param", {})
-    async with live_engine(**knobs) as engine:
-        yield engine
+from tests.support.api import TASK, Api, create_task_id, settings_for, task_detail
+from tests.support.engine import LiveEngine, logs_match
+from tests.support.waits import wait_until
 
 
 @pytest.fixture
@@ -41,40 +26,17 @@ async def services(db_url: str, live: LiveEngine) -> AsyncIterator[Services]:
         yield s
 
 
-async def _create(api: Api, name: str = PLAN_TASK["name"]) -> int:
-    status, body = await api.call("POST", f"{TASK}/create", json={**PLAN_TASK, "name": name})
-    assert status == 200, body
-    return int(body["data"]["task_id"])
-
-
-async def _detail(api: Api, task_id: int) -> dict[str, Any]:
-    status, body = await api.call("GET", f"{TASK}/{task_id}")
-    assert status == 200, body
-    return dict(body["data"])
-
-
 async def _history(api: Api, task_id: int) -> list[str]:
     status, body = await api.call("GET", f"{TASK}/{task_id}/history")
     assert status == 200, body
     return [row["change_description"] for row in body["data"]]
 
 
-async def _logs_match(api: Api, live: LiveEngine, task: dict[str, Any]) -> bool:
-    emitted = live.emitted(task["engine_task_id"])
-    async with await AsyncConnection.connect(api.services.database_url, autocommit=True) as conn:
-        for agent in task["agent_executions"]:
-            if await stored_multiset(conn, agent["id"]) != engine_multiset(
-                emitted[agent["engine_agent_id"]]
-            ):
-                return False
-    return True
-
-
 async def test_the_plans_example_runs_to_completion(api: Api, live: LiveEngine) -> None:
-    task_id = await _create(api)
+    task_id = await create_task_id(api)
 
     async def completed() -> dict[str, Any] | None:
-        detail = await _detail(api, task_id)
+        detail = await task_detail(api, task_id)
         return detail if detail["status"] == "completed" else None
 
     task = await wait_until(completed, timeout=20)
@@ -83,7 +45,7 @@ async def test_the_plans_example_runs_to_completion(api: Api, live: LiveEngine) 
     for agent in task["agent_executions"]:
         assert (agent["status"], agent["progress"]) == ("completed", 100)
         assert agent["engine_agent_id"] and agent["result"]["score"] >= 50
-    await wait_until(lambda: _logs_match(api, live, task), timeout=10)
+    await wait_until(lambda: logs_match(api, live, task), timeout=10)
     emitted = sum(len(lines) for lines in live.emitted(task["engine_task_id"]).values())
     status, body = await api.call("GET", f"{TASK}/{task_id}/logs")
     assert status == 200 and body["data"]["total"] == emitted
@@ -94,10 +56,10 @@ async def test_the_plans_example_runs_to_completion(api: Api, live: LiveEngine) 
 
 @pytest.mark.parametrize("live", [{"duration_min": 60, "duration_max": 60}], indirect=True)
 async def test_update_and_stop_reach_the_engine(api: Api, live: LiveEngine) -> None:
-    task_id = await _create(api)
+    task_id = await create_task_id(api)
 
     async def paired() -> dict[str, Any] | None:
-        detail = await _detail(api, task_id)
+        detail = await task_detail(api, task_id)
         agents = detail["agent_executions"]
         return detail if all(a["status"] == "running" for a in agents) else None
 
@@ -123,27 +85,27 @@ async def test_update_and_stop_reach_the_engine(api: Api, live: LiveEngine) -> N
 
     await wait_until(engine_stopped, timeout=10)
     await wait_until(lambda: _has(api, task_id, "the Engine accepted the stop"))
-    await wait_until(lambda: _logs_match(api, live, task), timeout=10)  # drained after the stop
-    detail = await _detail(api, task_id)
+    await wait_until(lambda: logs_match(api, live, task), timeout=10)  # drained after the stop
+    detail = await task_detail(api, task_id)
     assert detail["status"] == "stopped"
     assert {a["status"] for a in detail["agent_executions"]} == {"stopped"}
 
 
 @pytest.mark.parametrize("live", [{"duration_min": 1.5, "duration_max": 1.5}], indirect=True)
 async def test_engine_down_shows_unreachable_then_recovers(api: Api, live: LiveEngine) -> None:
-    task_id = await _create(api)
+    task_id = await create_task_id(api)
     await wait_until(lambda: _status_is(api, task_id, "running"))
     await live.stop()
 
     async def unreachable() -> dict[str, Any] | None:
-        detail = await _detail(api, task_id)
+        detail = await task_detail(api, task_id)
         return detail if detail["engine_unreachable_since"] else None
 
     detail = await wait_until(unreachable, timeout=10)
     assert detail["status"] == "running" and detail["engine_error"]
     await live.start()
     await wait_until(lambda: _status_is(api, task_id, "completed"), timeout=20)
-    assert (await _detail(api, task_id))["engine_unreachable_since"] is None
+    assert (await task_detail(api, task_id))["engine_unreachable_since"] is None
     history = await _history(api, task_id)
     assert any(h.startswith("the Engine is unreachable") for h in history)
     assert "the Engine is reachable again" in history
@@ -154,4 +116,4 @@ async def _has(api: Api, task_id: int, description: str) -> bool:
 
 
 async def _status_is(api: Api, task_id: int, status: str) -> bool:
-    return (await _detail(api, task_id))["status"] == status
+    return (await task_detail(api, task_id))["status"] == status

@@ -21,10 +21,9 @@ from deduction.adapters.worker import arq_enqueuer
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
-from tests.conftest import Api
-from tests.conftest import test_settings as settings_for
-from tests.e2e.test_flow_engine import _create, _detail, _logs_match
-from tests.engine_support import LiveEngine, live_engine, wait_until
+from tests.support.api import Api, create_task_id, settings_for, task_detail
+from tests.support.engine import LiveEngine, logs_match
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.redis
 BIN = Path(sys.executable).with_name("deduction")
@@ -71,12 +70,6 @@ class Workers:
 
 
 @pytest.fixture
-async def live(request: pytest.FixtureRequest) -> AsyncIterator[LiveEngine]:
-    async with live_engine(**getattr(request, "param", {})) as engine:
-        yield engine
-
-
-@pytest.fixture
 def queue() -> str:
     return f"dtest:{uuid4().hex[:10]}"
 
@@ -116,10 +109,10 @@ async def test_a_worker_killed_mid_poll_loses_and_duplicates_nothing(
 ) -> None:
     first = workers.start()
     await workers.started(first)
-    task_id = await _create(api, "killed-mid-poll")
+    task_id = await create_task_id(api, "killed-mid-poll")
 
     async def logging() -> bool:
-        detail = await _detail(api, task_id)
+        detail = await task_detail(api, task_id)
         return detail["status"] == "running" and all(
             a["engine_agent_id"] for a in detail["agent_executions"])  # fmt: skip
 
@@ -136,11 +129,11 @@ async def test_a_worker_killed_mid_poll_loses_and_duplicates_nothing(
     await workers.started(second)
 
     async def completed() -> dict[str, Any] | None:
-        detail = await _detail(api, task_id)
+        detail = await task_detail(api, task_id)
         return detail if detail["status"] == "completed" else None
 
     task = await wait_until(completed, timeout=40, interval=0.2)
-    await wait_until(lambda: _logs_match(api, live, task), timeout=10)
+    await wait_until(lambda: logs_match(api, live, task), timeout=10)
     assert live.engine.stats["runs"] == 1
     assert "task.polled" in workers.log(second)
 
@@ -155,7 +148,7 @@ async def test_two_workers_never_poll_one_task_at_once(
     # the Engine when the next poll asks, and would look like a second poller.
     for n in (workers.start(ENGINE_TIMEOUT="10"), workers.start(ENGINE_TIMEOUT="10")):
         await workers.started(n)
-    task_ids = [await _create(api, f"two-workers-{i}") for i in range(4)]
+    task_ids = [await create_task_id(api, f"two-workers-{i}") for i in range(4)]
     redis = await create_pool(RedisSettings.from_dsn(redis_url))
     enqueue = arq_enqueuer(redis, queue)
 
@@ -165,7 +158,7 @@ async def test_two_workers_never_poll_one_task_at_once(
         for task_id in task_ids:  # keep asking for polls: the job id lets one through at a time
             await enqueue("poll_task", task_id)
             await asyncio.sleep(jitter.uniform(0, 0.05))  # so neither worker is always first
-        details = [await _detail(api, t) for t in task_ids]
+        details = [await task_detail(api, t) for t in task_ids]
         return all(d["status"] == "completed" for d in details)
 
     try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import Api
+from tests.support.api import Api
 
 
 async def test_health_answers_ok(api: Api) -> None:

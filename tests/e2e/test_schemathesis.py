@@ -25,9 +25,8 @@ from deduction.application.service import AgentConfig, NewTask
 from deduction.application.services import Services
 from deduction.bootstrap import open_services
 from deduction.domain import ExecutionLog
-from tests.conftest import free_port
-from tests.conftest import test_settings as settings_for
-from tests.e2e.conftest import log_lines
+from tests.support.api import free_port, settings_for
+from tests.support.logs import log_lines
 
 SEED = 20251112
 CONFIG = {

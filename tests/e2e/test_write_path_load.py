@@ -15,9 +15,9 @@ from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.group_save import GroupSave
 from deduction.bootstrap import open_services
 from deduction.domain import ExecutionLog
-from tests.conftest import Api, serve
-from tests.conftest import test_settings as settings_for
-from tests.e2e.conftest import plan_task
+from tests.support.api import Api, settings_for
+from tests.support.api import serve_api as serve
+from tests.support.plan import plan_task
 
 RYW = 10.0  # READ_YOUR_WRITES_TIMEOUT of these tests
 

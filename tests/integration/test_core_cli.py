@@ -9,8 +9,7 @@ import sys
 from psycopg import AsyncConnection
 
 from deduction.application.service import DeductionApp
-from tests.integration.helpers import snapshot
-from tests.integration.test_core_projections import catch_up, make_history
+from tests.support.snapshots import catch_up, make_history, snapshot
 
 
 def deduction(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,8 @@ from deduction.application.service import DeductionApp, DuplicateError, UnknownR
 from deduction.application.services import Services
 from deduction.domain import TaskAlreadyEndedError
 from deduction.domain.ids import to_uuid
-from tests.integration.helpers import append_logs, example_task, log_lines, seed_catalog
+from tests.support.logs import append_logs, mixed_log_lines
+from tests.support.plan import new_task, seed_catalog
 
 
 def test_two_concurrent_creates_with_one_name_have_exactly_one_winner(
@@ -27,7 +28,7 @@ def test_two_concurrent_creates_with_one_name_have_exactly_one_winner(
     def create(a: DeductionApp) -> str:
         barrier.wait()
         try:
-            a.create_task(example_task("contested"), "alice")
+            a.create_task(new_task("contested"), "alice")
         except DuplicateError:
             return "duplicate"
         return "created"
@@ -44,7 +45,7 @@ def test_two_concurrent_creates_with_one_name_have_exactly_one_winner(
 def test_create_refuses_unknown_references_naming_the_field(app: DeductionApp) -> None:
     """An unknown agent_meta_id is refused with the field path and id."""
     seed_catalog(app)
-    new = example_task()
+    new = new_task()
     bad = type(new)(
         **{
             **new.__dict__,
@@ -61,7 +62,7 @@ def test_create_refuses_unknown_references_naming_the_field(app: DeductionApp) -
 def test_create_copies_catalog_names_and_snapshots_the_scheme(app: DeductionApp) -> None:
     """Executions carry the agent's name and load name; the task keeps the scheme as it was."""
     seed_catalog(app)
-    task = app.get_task(app.create_task(example_task(), "alice").data["task_id"])
+    task = app.get_task(app.create_task(new_task(), "alice").data["task_id"])
     red, blue = (app.get_execution(e) for e in task.execution_ids)
     assert (red.agent_name, red.agent_load, red.side) == (
         "RedTeamAgent",
@@ -77,7 +78,7 @@ def test_create_copies_catalog_names_and_snapshots_the_scheme(app: DeductionApp)
 def test_update_merges_params_and_is_refused_after_the_task_ended(app: DeductionApp) -> None:
     """Given keys replace, others stay; an ended task refuses updates."""
     seed_catalog(app)
-    task_id = app.create_task(example_task(), "alice").data["task_id"]
+    task_id = app.create_task(new_task(), "alice").data["task_id"]
     red = app.get_task(task_id).execution_ids[0]
     receipt = app.update_config(task_id, [(red, {"attack_strategy": "stealth"})], "bob")
     assert receipt.data == {"updated_count": 1}
@@ -94,10 +95,10 @@ def test_update_merges_params_and_is_refused_after_the_task_ended(app: Deduction
 def test_loading_an_execution_costs_the_same_with_many_log_lines(app: DeductionApp) -> None:
     """Log batches live in their own stream: the execution's own stream does not grow."""
     seed_catalog(app)
-    task_id = app.create_task(example_task(), "alice").data["task_id"]
+    task_id = app.create_task(new_task(), "alice").data["task_id"]
     red = app.get_task(task_id).execution_ids[0]
     before = len(app.recorder.select_events(to_uuid(red)))
-    append_logs(app, red, task_id, [log_lines(100, i * 100) for i in range(200)])
+    append_logs(app, red, task_id, [mixed_log_lines(100, i * 100) for i in range(200)])
     assert len(app.recorder.select_events(to_uuid(red))) == before
     assert app.get_execution(red).version == before
 
@@ -108,7 +109,7 @@ async def test_a_command_returns_only_after_the_read_tables_include_it(
     """Read-your-writes: create then read at once finds the task, its agents and history."""
     await services.run_sync(seed_catalog, services.app)
     for n in range(15):
-        receipt = await services.command(services.app.create_task, example_task(f"ryw{n}"), "al")
+        receipt = await services.command(services.app.create_task, new_task(f"ryw{n}"), "al")
         task_id = receipt.data["task_id"]
         async with services.pool.connection() as conn:
             cur = await conn.execute("SELECT status FROM deduction_task WHERE id = %s", [task_id])

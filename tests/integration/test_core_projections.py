@@ -19,28 +19,9 @@ from deduction.projections.runner import (
     rebuild,
     run_page,
 )
-from tests.integration.helpers import append_logs, example_task, log_lines, seed_catalog, snapshot
-
-
-def make_history(app: DeductionApp, tasks: int = 3) -> None:
-    """Tasks with updates, stops, status changes and logs: every kind of event."""
-    seed_catalog(app)
-    for n in range(tasks):
-        task_id = app.create_task(example_task(f"t{n}"), "alice").data["task_id"]
-        task = app.get_task(task_id)
-        red, blue = task.execution_ids
-        app.update_config(task_id, [(red, {"attack_strategy": "stealth"})], "bob")
-        append_logs(app, red, task_id, [log_lines(50, 0), log_lines(50, 50)])
-        append_logs(app, blue, task_id, [log_lines(7, 0)])
-        if n % 2:
-            app.request_stop(task_id, "carol")
-
-
-async def catch_up(url: str) -> None:
-    runner = ProjectionRunner(url, page_size=7)  # small pages: many transactions
-    await runner.setup()
-    async with await AsyncConnection.connect(url, autocommit=True) as conn:
-        await runner.catch_up(conn)
+from tests.support.logs import append_logs
+from tests.support.plan import new_task, seed_catalog
+from tests.support.snapshots import catch_up, make_history, snapshot
 
 
 async def test_reapplying_a_page_changes_nothing(app: DeductionApp, db_url: str) -> None:
@@ -134,7 +115,7 @@ async def test_rebuild_refuses_unknown_projection_names(db_url: str, app: Deduct
 async def test_log_lines_with_control_characters_round_trip(app: DeductionApp, db_url: str) -> None:
     """Tabs, newlines, backslashes and unicode survive COPY; NULs (refused by PostgreSQL) are dropped."""
     seed_catalog(app)
-    task_id = app.create_task(example_task(), "alice").data["task_id"]
+    task_id = app.create_task(new_task(), "alice").data["task_id"]
     red = app.get_task(task_id).execution_ids[0]
     nasty = [
         {

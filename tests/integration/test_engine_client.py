@@ -19,7 +19,7 @@ from deduction.application.ports import (
     EngineUnavailableError,
     RestartUnsupportedError,
 )
-from tests.conftest import free_port
+from tests.support.api import free_port
 
 Reply = tuple[int, bytes, float]  # status, body, delay before answering
 

@@ -18,14 +18,11 @@ from aiohttp import web
 from psycopg import AsyncConnection
 
 from deduction.application.services import Services
-from tests.conftest import free_port
-from tests.engine_support import (
-    create_task,
-    engine_multiset,
-    monitor_for,
-    settled,
-    stored_multiset,
-)
+from tests.support.api import free_port
+from tests.support.engine import monitor_for
+from tests.support.logs import engine_multiset, stored_multiset
+from tests.support.plan import create_task
+from tests.support.waits import settled
 
 CST = timezone(timedelta(hours=8))
 BASE = datetime(2025, 11, 12, 18, 30, tzinfo=CST)

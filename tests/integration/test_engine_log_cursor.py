@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deduction.application.log_cursor import Cursor, advance, batches, ingest, normalise, parse_ts
+from deduction.application.log_cursor import Cursor, advance, batches, ingest, normalise
 from deduction.application.ports import EngineLogLine
+from deduction.domain.times import parse_time
 
 T0 = datetime(2025, 11, 12, 10, 0, tzinfo=UTC)
 
@@ -25,11 +26,11 @@ def _engine_answer(
 ) -> list[EngineLogLine]:
     if since is None:
         return list(emitted)
-    s = parse_ts(since)
+    s = parse_time(since)
     return [
         x
         for x in emitted
-        if parse_ts(x.timestamp) > s or (inclusive and parse_ts(x.timestamp) == s)
+        if parse_time(x.timestamp) > s or (inclusive and parse_time(x.timestamp) == s)
     ]
 
 

@@ -11,17 +11,10 @@ from deduction.adapters.engine import CircuitBreaker
 from deduction.application.ports import EngineLogLine, EngineTaskStatus
 from deduction.application.services import Services
 from deduction.domain import DeductionTask
-from tests.engine_support import (
-    create_task,
-    engine_multiset,
-    live_engine,
-    monitor_for,
-    plan_task,
-    run_to_end,
-    settled,
-    stored_multiset,
-    wait_until,
-)
+from tests.support.engine import live_engine, monitor_for, run_to_end
+from tests.support.logs import engine_multiset, stored_multiset
+from tests.support.plan import create_task, new_task
+from tests.support.waits import settled, wait_until
 
 
 async def _row(services: Services, sql: str, *args: Any) -> Any:
@@ -81,7 +74,7 @@ async def test_a_failed_agent_is_restarted_up_to_max_retry_then_fails_the_task(
     services: Services,
 ) -> None:
     async with live_engine(fail_rate=1.0) as live, monitor_for(services, live.url) as monitor:
-        new = plan_task(params=[{"attack_strategy": "aggressive"}], max_retry=2)
+        new = new_task(params=[{"attack_strategy": "aggressive"}], max_retry=2)
         task_id = await services.run_sync(create_task, services.app, new)
         await monitor.submit_task(task_id)
         assert await run_to_end(monitor, task_id) == "failed"

@@ -10,7 +10,7 @@ import pytest
 from deduction.adapters.engine import HttpEngine, RetryPolicy
 from deduction.application.ports import EngineRejectedError, EngineUnavailableError
 from deduction.reference_engine.simulation import Knobs, Simulation
-from tests.engine_support import LiveEngine, live_engine
+from tests.support.engine import LiveEngine, live_engine
 
 AGENTS = {"agents": [{"agent_name": "red", "params": {}}, {"agent_name": "blue", "params": {}}]}
 
@@ -65,7 +65,7 @@ async def engine() -> AsyncIterator[tuple[LiveEngine, HttpEngine]]:
 
 
 async def test_restart_and_update_refuse_what_makes_no_sense(engine) -> None:
-    live, client = engine
+    _live, client = engine
     engine_task_id = await client.submit(AGENTS, "k1")
     status = await client.task_status(engine_task_id)
     with pytest.raises(EngineRejectedError) as refused:

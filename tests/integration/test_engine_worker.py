@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,17 +11,10 @@ from deduction.adapters.worker import InProcessWorker, purge_logs, sweep
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
 from deduction.domain.logs import log_stream_id
-from tests.conftest import test_settings as settings_for
-from tests.engine_support import (
-    LiveEngine,
-    create_task,
-    live_engine,
-    monitor_for,
-    plan_task,
-    run_to_end,
-    settled,
-    wait_until,
-)
+from tests.support.api import settings_for
+from tests.support.engine import LiveEngine, live_engine, monitor_for, run_to_end
+from tests.support.plan import create_task, new_task
+from tests.support.waits import settled, wait_until
 
 
 class Recorder:
@@ -45,9 +37,9 @@ async def test_the_sweep_finds_submissions_polls_updates_and_stops(services: Ser
     async with live_engine(duration_min=30, duration_max=30) as live, \
             monitor_for(services, live.url) as monitor:  # fmt: skip
         app = services.app
-        pending = await services.run_sync(create_task, app, plan_task("pending"))
-        running = await services.run_sync(create_task, app, plan_task("running"))
-        stopped = await services.run_sync(create_task, app, plan_task("stopped"))
+        pending = await services.run_sync(create_task, app, new_task("pending"))
+        running = await services.run_sync(create_task, app, new_task("running"))
+        stopped = await services.run_sync(create_task, app, new_task("stopped"))
         for task_id in (running, stopped):
             await monitor.submit_task(task_id)
             await monitor.poll_task(task_id)
@@ -83,7 +75,7 @@ async def test_log_retention_removes_read_rows_of_old_tasks_and_keeps_the_events
     services: Services,
 ) -> None:
     async with live_engine() as live, monitor_for(services, live.url) as monitor:
-        old, recent = [await services.run_sync(create_task, services.app, plan_task(n))
+        old, recent = [await services.run_sync(create_task, services.app, new_task(n))
                        for n in ("old", "recent")]  # fmt: skip
         for task_id in (old, recent):
             await monitor.submit_task(task_id)
@@ -107,12 +99,6 @@ async def test_log_retention_removes_read_rows_of_old_tasks_and_keeps_the_events
     execution = services.app.get_task(old).execution_ids[0]
     archived = services.app.recorder.select_events(log_stream_id(execution))
     assert sum(len(services.app.mapper.to_domain_event(e).lines) for e in archived) > 0
-
-
-@pytest.fixture
-async def live() -> AsyncIterator[LiveEngine]:
-    async with live_engine() as engine:
-        yield engine
 
 
 async def test_the_in_process_worker_runs_a_task_and_never_queues_a_job_twice(

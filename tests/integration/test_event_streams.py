@@ -10,7 +10,7 @@ from deduction.application.service import DeductionApp
 from deduction.domain import ExecutionLog
 from deduction.domain.ids import to_uuid
 from deduction.domain.logs import log_stream_id
-from tests.engine_support import create_task
+from tests.support.plan import create_task
 
 
 def _line(message: str) -> dict[str, Any]:

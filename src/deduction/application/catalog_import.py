@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deduction.application.service import DeductionApp, DuplicateError
+from deduction.application.service import DeductionApp, DuplicateError, Receipt
 
 
 def demo_catalog() -> dict[str, Any]:
-    return json.loads(resources.files("deduction").joinpath("demo_catalog.json").read_text())
+    catalog: dict[str, Any] = json.loads(
+        resources.files("deduction").joinpath("demo_catalog.json").read_text()
+    )
+    return catalog
 
 
 def load_catalog(app: DeductionApp, catalog: dict[str, Any], operator: str = "system") -> int:
     """Create the catalog entries that do not exist yet; returns the last position saved."""
     position = 0
-    calls = [
+    calls: list[tuple[Callable[..., Receipt], tuple[Any, ...]]] = [
         *(
             (app.create_agent_meta, (m["id"], m["name"], m["load"], m.get("description"), operator))
             for m in catalog.get("agent_metas", [])
@@ -40,4 +44,5 @@ def load_catalog(app: DeductionApp, catalog: dict[str, Any], operator: str = "sy
 
 
 def read_catalog_file(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text())
+    catalog: dict[str, Any] = json.loads(path.read_text())
+    return catalog

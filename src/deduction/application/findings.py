@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from deduction.application.ports import (
@@ -13,14 +13,7 @@ from deduction.application.ports import (
     EngineProtocolError,
     EngineTaskStatus,
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+from deduction.domain.times import iso_utc, utc_now
 
 
 @dataclass(frozen=True)
@@ -96,6 +89,6 @@ def match_agents(execution_ids: list[int], agents: list[EngineAgent]) -> dict[in
     if len(agents) != len(execution_ids):
         raise EngineProtocolError(
             f"the Engine reported {len(agents)} agents for {len(execution_ids)} submitted",
-            iso(utc_now()),
+            iso_utc(utc_now()),
         )
     return dict(zip(execution_ids, agents))

@@ -14,19 +14,25 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import msgspec
 
-from deduction.application.ports import EngineLogLine, without_nul
+from deduction.application.ports import EngineLogLine
+from deduction.domain.logs import DEFAULT_LEVEL, LEVEL_ALIASES, LEVELS
+from deduction.domain.text import (
+    MAX_EXTRA_BYTES,
+    MAX_LEVEL_CHARS,
+    MAX_MESSAGE_CHARS,
+    MAX_SOURCE_CHARS,
+    NUL,
+    without_nul,
+)
+from deduction.domain.times import parse_time, rfc3339, rfc3339_short
 
 SINCE_OVERLAP = timedelta(milliseconds=1)
-MAX_MESSAGE_CHARS = 65_536
-MAX_SOURCE_CHARS = 64
-MAX_LEVEL_CHARS = 16
-MAX_EXTRA_BYTES = 16_384
-LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR", "CRIT": "CRITICAL"}
+T = TypeVar("T")
 _canonical = msgspec.json.Encoder(order="sorted")
 
 Line = dict[str, Any]
@@ -60,30 +66,12 @@ class Cursor:
         """The `since` to ask for: 1 ms before `ts`, so inclusive and exclusive Engines agree."""
         if self.ts is None:
             return None
-        return format_ts(parse_ts(self.ts) - SINCE_OVERLAP)
-
-
-def format_ts(value: datetime) -> str:
-    spec = "milliseconds" if value.microsecond % 1000 == 0 else "microseconds"
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec=spec) + "Z"
-
-
-def parse_ts(value: str | float) -> datetime:
-    """RFC 3339 (naive means UTC) or epoch seconds/milliseconds; raises ValueError."""
-    if isinstance(value, (int, float)):
-        seconds = value / 1000 if abs(value) > 1e11 else value
-        return datetime.fromtimestamp(seconds, UTC)
-    parsed = datetime.fromisoformat(value.strip())
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-
-
-def _stored_ts(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return rfc3339_short(parse_time(self.ts) - SINCE_OVERLAP)
 
 
 def _text(value: Any, limit: int) -> str:
     text = value if isinstance(value, str) else _canonical.encode(value).decode()
-    text = text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
+    text = without_nul(text)
     if len(text) > limit:
         text = f"{text[:limit]}…[{len(text) - limit} more characters]"
     return text
@@ -92,7 +80,7 @@ def _text(value: Any, limit: int) -> str:
 def _extra(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    extra = without_nul(value if isinstance(value, dict) else {"value": value})
+    extra: dict[str, Any] = without_nul(value if isinstance(value, dict) else {"value": value})
     encoded = _canonical.encode(extra)
     if len(encoded) > MAX_EXTRA_BYTES:
         return {"truncated": True, "preview": encoded[:1000].decode("utf-8", "replace")}
@@ -100,7 +88,7 @@ def _extra(value: Any) -> dict[str, Any] | None:
 
 
 def _stored_ts_of(raw: str | float) -> str:
-    """The stored form of an Engine timestamp; raises like `parse_ts`.
+    """The stored form of an Engine timestamp; raises like `parse_time`.
 
     RFC 3339 UTC with `Z` (`...:SS.fffZ` or `...:SS.ffffffZ`, what most Engines send) is
     checked by `fromisoformat` and re-written by slicing; anything else goes the long way.
@@ -110,16 +98,13 @@ def _stored_ts_of(raw: str | float) -> str:
             and raw[16] == ":":  # fmt: skip
         datetime.fromisoformat(raw)  # validates every field (raises ValueError)
         return raw if len(raw) == 27 else raw[:23] + "000Z"
-    return _stored_ts(parse_ts(raw))
-
-
-_PLAIN_LEVELS = frozenset(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+    return rfc3339(parse_time(raw))
 
 
 def _level(raw: str | None) -> str:
-    if raw in _PLAIN_LEVELS:
-        return raw  # type: ignore[return-value]
-    level = without_nul((raw or "INFO").strip().upper()) or "INFO"
+    if raw is not None and raw in LEVELS:
+        return raw
+    level = without_nul((raw or DEFAULT_LEVEL).strip().upper()) or DEFAULT_LEVEL
     return LEVEL_ALIASES.get(level, level)[:MAX_LEVEL_CHARS]
 
 
@@ -141,10 +126,10 @@ def normalise(raw: EngineLogLine) -> Line | None:
     except (ValueError, TypeError, OverflowError, OSError):
         return None
     message, source = raw.message, raw.source
-    if type(message) is not str or len(message) > MAX_MESSAGE_CHARS or "\x00" in message:
+    if type(message) is not str or len(message) > MAX_MESSAGE_CHARS or NUL in message:
         message = _text(message, MAX_MESSAGE_CHARS)
     if source is not None and (type(source) is not str or len(source) > MAX_SOURCE_CHARS
-                               or "\x00" in source):  # fmt: skip
+                               or NUL in source):  # fmt: skip
         source = _text(source, MAX_SOURCE_CHARS)[:MAX_SOURCE_CHARS]
     return {
         "timestamp": ts,
@@ -176,12 +161,14 @@ def ingest(cursor: Cursor, raw_lines: list[EngineLogLine], max_lines: int) -> In
     readable = [(line, seq) for line, seq in pairs if line is not None]
     unreadable = len(pairs) - len(readable)
     numbered = bool(readable) and all(seq is not None for _, seq in readable)
+    fresh: list[tuple[Line, int | None]]
     if numbered and (cursor.ts is None or cursor.seq is not None):
         last = cursor.seq if cursor.seq is not None else -(2**63)
-        fresh = sorted(((line, s) for line, s in readable if s is not None and s > last),
-                       key=lambda p: p[1])  # fmt: skip
-        truncated = len(fresh) > max_lines
-        fresh = fresh[:max_lines]
+        after = sorted(
+            ((line, s) for line, s in readable if s is not None and s > last), key=lambda p: p[1]
+        )
+        truncated = len(after) > max_lines
+        fresh = [*after[:max_lines]]
     else:
         fresh = [(line, None) for line in _new_by_timestamp(cursor, [x for x, _ in readable])]
         fresh, truncated = _cut(fresh, max_lines)
@@ -204,7 +191,9 @@ def _new_by_timestamp(cursor: Cursor, lines: list[Line]) -> list[Line]:
     return fresh
 
 
-def _cut(fresh: list[tuple[Line, None]], max_lines: int) -> tuple[list[tuple[Line, None]], bool]:
+def _cut(
+    fresh: list[tuple[Line, int | None]], max_lines: int
+) -> tuple[list[tuple[Line, int | None]], bool]:
     """At most ~max_lines, cut only between two timestamps so the cursor covers the rest."""
     if len(fresh) <= max_lines:
         return fresh, False
@@ -230,5 +219,5 @@ def advance(cursor: Cursor, lines: list[Line], seqs: list[int | None]) -> Cursor
     return Cursor(newest, dict(tail), seq, cursor.drained)
 
 
-def batches(lines: list[Line], size: int) -> list[list[Line]]:
-    return [lines[i : i + size] for i in range(0, len(lines), size)]
+def batches(items: list[T], size: int) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -14,7 +14,6 @@ from deduction.application.findings import (
     PollPlan,
     PollReport,
     match_agents,
-    utc_now,
 )
 from deduction.application.ports import (
     Engine,
@@ -25,10 +24,16 @@ from deduction.application.ports import (
     RestartUnsupportedError,
 )
 from deduction.application.reports import EngineReports
+from deduction.domain.times import iso_utc, utc_now
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
-RunSync = Callable[..., Awaitable[Any]]
+
+
+class RunSync(Protocol):
+    """Runs a synchronous application call off the event loop (the command thread pool)."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
 
 
 class TaskMonitor:
@@ -88,7 +93,7 @@ class TaskMonitor:
                 log.warning("task.poll_failed", task_id=task_id, error=str(e))
                 return await self._run(self.reports.record_poll, report)
             report.status = status
-            engine_ids = {eid: agent.engine_agent_id for eid, agent in matched.items()}
+            engine_ids = {eid: str(agent.engine_agent_id) for eid, agent in matched.items()}
             if not plan.ended:
                 await self._restart_due(plan, matched, report)
         report.restart_supported = self.engine.restart_supported
@@ -179,4 +184,4 @@ class TaskMonitor:
 
 
 def _since(engine: Engine) -> str:
-    return engine.failing_since() or utc_now().isoformat().replace("+00:00", "Z")
+    return engine.failing_since() or iso_utc(utc_now())

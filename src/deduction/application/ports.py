@@ -10,6 +10,14 @@ from uuid import UUID
 
 import msgspec
 
+from deduction.domain.text import (
+    MAX_ENGINE_ID,
+    MAX_ERROR_CHARS,
+    MAX_RESULT_BYTES,
+    NUL,
+    without_nul,
+)
+
 
 class Dispatcher(Protocol):
     """Hands follow-up work for a task to the worker (arq, or in-process)."""
@@ -74,8 +82,6 @@ _STATUS_ALIASES = {
     "error": "failed", "errored": "failed", "crashed": "failed",
     "cancelled": "stopped", "canceled": "stopped", "killed": "stopped", "aborted": "stopped",
 }  # fmt: skip
-MAX_ENGINE_ID = 128  # the read tables' engine id columns are varchar(128)
-MAX_RESULT_BYTES = 65_536
 
 
 def engine_status(raw: str) -> str:
@@ -86,20 +92,9 @@ def engine_status(raw: str) -> str:
 
 def _engine_id(value: str | int, what: str) -> str:
     text = str(value)
-    if not 0 < len(text) <= MAX_ENGINE_ID or "\x00" in text:
+    if not 0 < len(text) <= MAX_ENGINE_ID or NUL in text:
         raise ValueError(f"{what} must have 1..{MAX_ENGINE_ID} characters and no NUL")
     return text
-
-
-def without_nul(value: Any) -> Any:
-    """The value with NUL characters replaced: PostgreSQL text and jsonb cannot hold them."""
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {without_nul(str(k)): without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [without_nul(v) for v in value]
-    return value
 
 
 class EngineAgent(msgspec.Struct):
@@ -127,7 +122,7 @@ class EngineAgent(msgspec.Struct):
             error = without_nul(self.error)
             if not isinstance(error, str):
                 error = msgspec.json.encode(error).decode()
-            self.error = error[:2000]
+            self.error = error[:MAX_ERROR_CHARS]
 
 
 class EngineTaskStatus(msgspec.Struct):

@@ -20,9 +20,7 @@ from deduction.application.findings import (
     PollReport,
     SubmitPlan,
     UpdatePlan,
-    iso,
     match_agents,
-    utc_now,
 )
 from deduction.application.group_save import GroupSave
 from deduction.application.log_cursor import Cursor, advance, batches, ingest
@@ -39,6 +37,7 @@ from deduction.application.service import DeductionApp, NotFoundError, retry_on_
 from deduction.domain import AgentExecution, DeductionTask, ExecutionLog
 from deduction.domain.ids import to_uuid
 from deduction.domain.logs import log_stream_id
+from deduction.domain.times import iso_utc, utc_now
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -164,7 +163,7 @@ class EngineReports:
         self, task: DeductionTask, executions: list[AgentExecution], error: EngineError
     ) -> None:
         """Note the Engine as unreachable once; fail the task once the deadline has passed."""
-        since = error.since if isinstance(error, EngineUnavailableError) else iso(utc_now())
+        since = error.since if isinstance(error, EngineUnavailableError) else iso_utc(utc_now())
         task.record_engine_unreachable(since, str(error))
         started = datetime.fromisoformat(task.unreachable_since or since)
         if (utc_now() - started).total_seconds() >= self.deadline:
@@ -294,7 +293,7 @@ class EngineReports:
             task.record_engine_reachable()
             matched = match_agents([ex.execution_id for ex in executions], report.status.agents)
             for ex in executions:
-                ex.assign_engine_agent(matched[ex.execution_id].engine_agent_id)
+                ex.assign_engine_agent(str(matched[ex.execution_id].engine_agent_id))
             if not task.is_ended:
                 self._apply_status(task, executions, matched, report)
         events: list[ExecutionLog.LogsReceived] = []

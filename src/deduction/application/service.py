@@ -159,7 +159,7 @@ class DeductionApp(Application[UUID]):
         if cached is not None:
             return cached
         try:
-            entry = self.repository.get(catalog_id(kind, key))
+            entry: Any = self.repository.get(catalog_id(kind, key))
         except AggregateNotFoundError:
             raise UnknownReferenceError(field_name, key) from None
         if len(self._catalog_cache) < 100_000:

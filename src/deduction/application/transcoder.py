@@ -33,4 +33,5 @@ class MsgspecTranscoder(Transcoder):
 
 def decode_state(data: bytes) -> dict[str, Any]:
     """Decode stored event state without building domain objects (projections)."""
-    return _decoder.decode(data)
+    state: dict[str, Any] = _decoder.decode(data)
+    return state

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-LEVELS: dict[str, int] = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "CRITICAL": 50}
+from deduction.domain.times import utc_now
+
+LEVEL_NAMES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LEVELS: dict[str, int] = dict(zip(LEVEL_NAMES, (10, 20, 30, 40, 50), strict=True))
+DEFAULT_LEVEL = "INFO"
+# Words some Engines send for our levels.
+LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR", "CRIT": "CRITICAL"}
 
 
 def log_stream_id(execution_id: int) -> UUID:
@@ -22,6 +28,7 @@ class ExecutionLog(Aggregate):
     reads only the newest event of the stream to know where to resume.
     """
 
+    @dataclass(frozen=True)  # as the library's own events are: lets type checkers see the fields
     class LogsReceived(Aggregate.Event):
         execution_id: int
         task_id: int
@@ -40,7 +47,7 @@ class ExecutionLog(Aggregate):
         return ExecutionLog.LogsReceived(
             originator_id=log_stream_id(execution_id),
             originator_version=version,
-            timestamp=datetime.now(UTC),
+            timestamp=utc_now(),
             execution_id=execution_id,
             task_id=task_id,
             lines=lines,

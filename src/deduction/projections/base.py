@@ -132,6 +132,7 @@ class RowProjection(Projection):
         rows = await fetch_rows(conn, self.table, {e.originator_int for e in events})
         handlers = self.handlers()
         changed: dict[int, Row] = {}
+        row: Row | None
         for e in events:
             if e.name.endswith(".Created"):
                 row = self.create_row(e)

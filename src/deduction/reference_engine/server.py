@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from deduction.reference_engine.simulation import RESOLUTION_US, Knobs, Simulation
+from deduction.reference_engine.simulation import RESOLUTION_US, Knobs, SimAgent, Simulation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _json = msgspec.json.Encoder()
@@ -151,7 +151,7 @@ async def update(request: web.Request) -> web.Response:
     now = engine.sim.clock()
     if task.status(now) not in ("pending", "running"):
         return _error(409, f"task {task_id} has ended")
-    mine = {a.id: a for a in task.agents}
+    mine: dict[Any, SimAgent] = {a.id: a for a in task.agents}  # looked up by untrusted JSON
     for change in changes:
         agent = mine.get(change.get("engine_agent_id")) if isinstance(change, dict) else None
         if agent is None or not isinstance(change.get("params"), dict):

@@ -10,7 +10,7 @@ import aiohttp
 import msgspec
 import structlog
 
-from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy, utc_now_iso
+from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy
 from deduction.application.ports import (
     EngineLogLine,
     EngineLogs,
@@ -20,8 +20,9 @@ from deduction.application.ports import (
     EngineTaskStatus,
     EngineUnavailableError,
     RestartUnsupportedError,
-    without_nul,
 )
+from deduction.domain.text import without_nul
+from deduction.domain.times import utc_now_iso
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -217,6 +218,7 @@ def _find_message(raw: bytes) -> str:
         return raw[:300].decode("utf-8", "replace").strip() or "(empty body)"
     if isinstance(body, dict):
         for key in ("message", "error", "detail"):
-            if isinstance(body.get(key), str):
-                return body[key][:500]
+            message = body.get(key)
+            if isinstance(message, str):
+                return message[:500]
     return str(body)[:300]

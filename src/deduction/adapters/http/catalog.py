@@ -66,7 +66,7 @@ async def _entry(catalog: CatalogView, view: type[V], entry_id: int) -> V:
 
 class AgentMetaController(Controller):
     path = f"{PREFIX}/agent-metas"
-    tags = ["catalog"]
+    tags = ("catalog",)
 
     @post("/", status_code=CREATED, operation_id="createAgentMeta", responses=_CREATE_ERRORS)
     async def create_agent_meta(
@@ -100,7 +100,7 @@ class AgentMetaController(Controller):
 
 class SchemeController(Controller):
     path = f"{PREFIX}/schemes"
-    tags = ["catalog"]
+    tags = ("catalog",)
 
     @post("/", status_code=CREATED, operation_id="createScheme", responses=_CREATE_ERRORS)
     async def create_scheme(
@@ -132,7 +132,7 @@ class SchemeController(Controller):
 
 class EnvInstanceController(Controller):
     path = f"{PREFIX}/env-instances"
-    tags = ["catalog"]
+    tags = ("catalog",)
 
     @post("/", status_code=CREATED, operation_id="createEnvInstance", responses=_CREATE_ERRORS)
     async def create_env_instance(

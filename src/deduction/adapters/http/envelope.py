@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Generic, TypeVar
 
 import msgspec
@@ -48,8 +47,3 @@ class ErrorEnvelope(msgspec.Struct):
 
 def ok(data: T, message: str = "success", code: int = 200) -> Envelope[T]:
     return Envelope(code=code, message=message, data=data)
-
-
-def rfc3339(value: datetime) -> str:
-    """UTC, always six fractional digits and `Z`, so every time in the API has one shape."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

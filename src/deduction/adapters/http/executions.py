@@ -15,7 +15,7 @@ from deduction.application.service import NotFoundError
 
 class AgentExecutionController(Controller):
     path = "/api/v1/deduction"
-    tags = ["agent executions"]
+    tags = ("agent executions",)
 
     @get(
         "/agent-execution/{execution_id:str}",

@@ -15,7 +15,7 @@ from deduction.application.service import NotFoundError
 
 class HistoryController(Controller):
     path = "/api/v1/deduction/task"
-    tags = ["history"]
+    tags = ("history",)
 
     @get(
         "/{task_id:str}/history",

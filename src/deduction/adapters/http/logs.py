@@ -67,7 +67,7 @@ async def _page(logs: LogView, scope: Scope, ident: int, f: LogFilter) -> views.
 
 class LogController(Controller):
     path = "/api/v1/deduction"
-    tags = ["logs"]
+    tags = ("logs",)
 
     @get(
         "/agent-execution/{execution_id:str}/logs",

@@ -10,7 +10,10 @@ from litestar.params import HeaderParameter, PathParameter, QueryParameter
 from deduction.adapters.http.schemas import OPERATOR
 from deduction.domain.ids import MAX_ID
 from deduction.domain.status import Status
+from deduction.domain.text import MAX_SHORT_NAME_CHARS
 
+# Spelled out for the type checker and the OpenAPI document; a unit test keeps it equal to
+# deduction.domain.logs.LEVEL_NAMES.
 Level = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 Order = Literal["desc", "asc"]
 
@@ -50,8 +53,9 @@ Operator = Annotated[
     HeaderParameter(
         name="X-Operator",
         min_length=1,
-        max_length=64,
+        max_length=MAX_SHORT_NAME_CHARS,
         pattern=OPERATOR,
-        description="who sends the command (recorded in history); printable ASCII, <= 64",
+        description="who sends the command (recorded in history); printable ASCII, "
+        f"<= {MAX_SHORT_NAME_CHARS}",
     ),
 ]

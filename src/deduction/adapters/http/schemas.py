@@ -3,34 +3,43 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeAlias
 
 import msgspec
 
 from deduction.domain.ids import MAX_ID
+from deduction.domain.text import MAX_NAME_CHARS, MAX_SHORT_NAME_CHARS, NUL
 
 NO_CONTROL = r"^[^\x00-\x1F\x7F]*[^\x00-\x20\x7F][^\x00-\x1F\x7F]*$"
 """Names: not blank, no control characters (they break logs, terminals and CSV exports)."""
 NO_NUL = r"^[^\x00]*$"
 """Free text: anything PostgreSQL can store, i.e. no NUL character."""
-OPERATOR = r"^[\x20-\x7E]{1,64}$"
+OPERATOR = rf"^[\x20-\x7E]{{1,{MAX_SHORT_NAME_CHARS}}}$"
 """X-Operator: printable ASCII, as HTTP headers carry it reliably."""
 MAX_JSON_DEPTH = 32
 
 Id = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID, description="integer id, 1..2^53-1")]
 
 
-def _text(max_length: int, pattern: str = NO_CONTROL, description: str = "") -> Any:
-    return Annotated[
-        str,
-        msgspec.Meta(min_length=1, max_length=max_length, pattern=pattern, description=description),
-    ]
+def _name(max_length: int, description: str) -> msgspec.Meta:
+    return msgspec.Meta(
+        min_length=1, max_length=max_length, pattern=NO_CONTROL, description=description
+    )
 
 
-Name = _text(128, description="1..128 characters, not blank, no control characters")
-ShortName = _text(64, description="1..64 characters, not blank, no control characters")
-LoadName = _text(128, description="the Engine's load name of the agent, 1..128 characters")
-Side = _text(64, description="the agent's side, e.g. red or blue (1..64 characters)")
+_LONG, _SHORT = MAX_NAME_CHARS, MAX_SHORT_NAME_CHARS
+Name: TypeAlias = Annotated[
+    str, _name(_LONG, f"1..{_LONG} characters, not blank, no control characters")
+]
+ShortName: TypeAlias = Annotated[
+    str, _name(_SHORT, f"1..{_SHORT} characters, not blank, no control characters")
+]
+LoadName: TypeAlias = Annotated[
+    str, _name(_LONG, f"the Engine's load name of the agent, 1..{_LONG} characters")
+]
+Side: TypeAlias = Annotated[
+    str, _name(_SHORT, f"the agent's side, e.g. red or blue (1..{_SHORT} characters)")
+]
 Description = Annotated[
     str, msgspec.Meta(max_length=512, pattern=NO_NUL, description="at most 512 characters")
 ]
@@ -102,14 +111,14 @@ def check_json(value: Any, path: str, depth: int = 0) -> None:
     if depth > MAX_JSON_DEPTH:
         raise InputError(path, f"{path} is nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, str):
-        if "\x00" in value:
+        if NUL in value:
             raise InputError(path, f"{path} must not contain NUL characters (\\u0000)")
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise InputError(path, f"{path} must be a finite number")
     elif isinstance(value, dict):
         for key, item in value.items():
-            if "\x00" in key:
+            if NUL in key:
                 raise InputError(path, f"{path} keys must not contain NUL characters (\\u0000)")
             check_json(item, f"{path}.{key}", depth + 1)
     elif isinstance(value, list):

@@ -12,7 +12,7 @@ from litestar.params import BodyKwarg
 from deduction.adapters.http import views
 from deduction.adapters.http.bodies import strict_body
 from deduction.adapters.http.deps import ReadsDep, ServicesDep, dispatch
-from deduction.adapters.http.envelope import ok, rfc3339
+from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import Operator, PageNo, PageSize, StatusFilter, TaskId
 from deduction.adapters.http.responses import (
@@ -29,6 +29,7 @@ from deduction.adapters.http.schemas import (
     check_task_update,
 )
 from deduction.application import service as commands
+from deduction.domain.times import rfc3339
 
 PLAN_TASK = {
     "name": "task_20251112_001",
@@ -57,7 +58,7 @@ AnyRequest = Request[Any, Any, Any]
 
 class TaskController(Controller):
     path = "/api/v1/deduction/task"
-    tags = ["tasks"]
+    tags = ("tasks",)
 
     @post(
         "/create",
@@ -115,7 +116,8 @@ class TaskController(Controller):
         body = await reads.tasks.detail_json(task_id)
         if body is None:
             raise commands.NotFoundError("task", task_id)
-        return Response(body, media_type=MediaType.JSON)
+        # The view serves this response already encoded as JSON; the annotation documents it.
+        return Response(body, media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @post(
         "/{task_id:str}/stop",

@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from deduction.adapters.http.envelope import Timestamp, rfc3339
+from deduction.adapters.http.envelope import Timestamp
 from deduction.domain.status import Status
+from deduction.domain.times import rfc3339
 
 V = TypeVar("V", bound=msgspec.Struct)
 

@@ -63,7 +63,7 @@ def worker_settings(settings: Settings, open_context: OpenContext) -> dict[str, 
     return {
         "functions": [
             func(f, name=f.__name__, timeout=timeout, keep_result=0, max_tries=3) for f in TASK_JOBS
-        ],  # fmt: skip
+        ],
         "cron_jobs": crons,
         "on_startup": startup,
         "on_shutdown": shutdown,

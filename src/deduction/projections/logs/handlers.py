@@ -9,7 +9,8 @@ import msgspec
 from psycopg import AsyncConnection
 
 from deduction.domain import ExecutionLog
-from deduction.domain.logs import LEVELS
+from deduction.domain.logs import DEFAULT_LEVEL, LEVELS
+from deduction.domain.text import NUL
 from deduction.projections.base import EventRow, Projection
 from deduction.projections.logs.table import DDL
 
@@ -34,8 +35,8 @@ class LogProjection(Projection):
             base = e.notification_id * LINE_ID_FACTOR
             for i, line in enumerate(s["lines"]):
                 level = line["level"]
-                level_no = LEVELS.get(level, 20)
-                level_text = _LEVEL_TEXT.get(level) or _text(level)
+                level_no = LEVELS.get(level, _DEFAULT_LEVEL_NO)
+                level_text = level if level in LEVELS else _text(level)
                 extra = line.get("extra")
                 source = line.get("source")
                 out.append(
@@ -69,10 +70,8 @@ class LogProjection(Projection):
 
 
 _NULL = "\\N"
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": ""})
-
-
-_LEVEL_TEXT = {level: level for level in LEVELS}
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", NUL: ""})
+_DEFAULT_LEVEL_NO = LEVELS[DEFAULT_LEVEL]
 
 
 def _text(value: str) -> str:

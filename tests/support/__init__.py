@@ -1,0 +1,1 @@
+"""Helpers the tests import: example data, clients, servers, waits and snapshots (no fixtures)."""
