@@ -48,10 +48,9 @@ def server(
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(health_url, timeout=1) as r:
-                    if r.status == 200:
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(health_url, timeout=1) as r:
+                if r.status == 200:
+                    break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{health_url} did not answer within {timeout}s")
             time.sleep(0.1)

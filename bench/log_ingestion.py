@@ -30,7 +30,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 from uuid import uuid4
 
 import psutil
@@ -102,7 +102,7 @@ class Sampler:
                 self._stop.wait(SAMPLE_S)
             self._sample(conn)  # the last word: every row is in
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -207,9 +207,7 @@ def dump_rows(url: str) -> bytes:
     """The run's rows in COPY text format, as the baseline will load them."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         chunks = []
-        with cur.copy(
-            f"COPY (SELECT {COLUMNS} FROM {TABLE} ORDER BY id) TO STDOUT"
-        ) as copy:
+        with cur.copy(f"COPY (SELECT {COLUMNS} FROM {TABLE} ORDER BY id) TO STDOUT") as copy:
             for chunk in copy:
                 chunks.append(bytes(chunk))
     return b"".join(chunks)

@@ -15,6 +15,7 @@ cycle pairs the agents; then cycles start every TASK_POLL_INTERVAL, as the sweep
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import sys
 import time
@@ -80,7 +81,7 @@ async def add_running_tasks(services: Services, engine_url: str, count: int) -> 
                 params={"attack_strategy": "aggressive", "slot": i},
                 max_retry=3,
                 operator="bench",
-            )  # fmt: skip
+            )
             for i, eid in enumerate(execution_ids)
         ]
         task.request_submission("system")
@@ -109,15 +110,16 @@ async def add_running_tasks(services: Services, engine_url: str, count: int) -> 
         await asyncio.gather(*(submit(task, others) for task, others in built))
 
     def copy() -> None:
-        with psycopg.connect(services.database_url, autocommit=True) as conn:
-            with conn.cursor().copy(
-                f"COPY {EVENTS_TABLE} (originator_id, originator_version, topic, state) FROM STDIN"
-            ) as out:
-                for task, others in built:
-                    for agg in (task, *others):
-                        for event in agg.collect_events():
-                            stored = app.mapper.to_stored_event(event)
-                            out.write_row((stored.originator_id, stored.originator_version,
+        columns = "(originator_id, originator_version, topic, state)"
+        with (
+            psycopg.connect(services.database_url, autocommit=True) as conn,
+            conn.cursor().copy(f"COPY {EVENTS_TABLE} {columns} FROM STDIN") as out,
+        ):
+            for task, others in built:
+                for agg in (task, *others):
+                    for event in agg.collect_events():
+                        stored = app.mapper.to_stored_event(event)
+                        out.write_row((stored.originator_id, stored.originator_version,
                                            stored.topic, stored.state))  # fmt: skip
 
     await asyncio.to_thread(copy)
@@ -219,7 +221,7 @@ def largest_fitting(points: list[tuple[int, float]], interval: float) -> int:
     """Task count whose cycle equals `interval`: linear interpolation between the measured
     sizes around it, or extrapolation from the last two (cycles grow linearly with tasks)."""
     points = sorted(points)
-    for (n0, t0), (n1, t1) in zip(points, points[1:]):
+    for (n0, t0), (n1, t1) in itertools.pairwise(points):
         if t0 <= interval <= t1 and t1 > t0:
             return int(n0 + (interval - t0) * (n1 - n0) / (t1 - t0))
     (n0, t0), (n1, t1) = points[-2], points[-1]

@@ -40,7 +40,7 @@ def task_history(
             params={"attack_strategy": "aggressive"},
             max_retry=3,
             operator="bench",
-        )  # fmt: skip
+        )
         for i, eid in enumerate(execution_ids)
     ]
     task.request_submission()

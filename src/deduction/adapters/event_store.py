@@ -44,9 +44,12 @@ class EventStoreRecorder(PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         with self._timed():
+            ids: Sequence[int] | None
             if write_size(stored_events) <= PIPELINE_MAX_BYTES:
-                return super().insert_events(stored_events, **kwargs)
-            return self._insert_without_pipeline(stored_events, **kwargs)
+                ids = super().insert_events(stored_events, **kwargs)
+            else:
+                ids = self._insert_without_pipeline(stored_events, **kwargs)
+            return ids
 
     @retry(InterfaceError, max_attempts=3, wait=0.2)  # a dropped connection, not a timeout
     def _insert_without_pipeline(
@@ -93,7 +96,9 @@ class EventStoreFactory(PostgresFactory):
         super().__init__(env)
         options = self.env.get(self.POSTGRES_SESSION_OPTIONS)
         if options:  # libpq `options`: applied by the server when the session starts
-            self.datastore.pool.kwargs["options"] = options
+            kwargs = self.datastore.pool.kwargs
+            assert isinstance(kwargs, dict)  # the library's pool takes a plain dict here
+            kwargs["options"] = options
 
 
 # Every event of the given aggregates, and the newest event of each given log stream

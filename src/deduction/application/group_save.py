@@ -111,7 +111,8 @@ class GroupSave:
                     successor.promoted = True
                     successor.wake.set()
                     return
-                batch, size = [], 0
+                batch: list[_Entry] = []
+                size = 0
                 while (
                     self._queue
                     and len(batch) < self._max_callers

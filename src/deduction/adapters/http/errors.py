@@ -17,6 +17,7 @@ from litestar.exceptions import (
     ValidationException,
 )
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.types import ExceptionHandlersMap
 from psycopg_pool import PoolTimeout
 
 from deduction.adapters.http.bodies import MalformedBodyError
@@ -163,7 +164,7 @@ def _status(code: int) -> Callable[[AnyRequest, Exception], Response[ErrorEnvelo
     return handler
 
 
-EXCEPTION_HANDLERS: dict[type[Exception], Callable[..., Response[ErrorEnvelope]]] = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ValidationException: on_validation,
     HTTPException: on_http,
     InputError: on_input,
