@@ -348,8 +348,7 @@ class Simulation:
         elif flaw == "text_seq":
             out["seq"] = "seven"
         elif flaw == "invalid_utf8":
-            return _wire_json.encode(out).replace(b'"message":"', b'"message":"\xff\xfe'
-                                                  .decode("unicode_escape").encode("latin-1"), 1)
+            return _wire_json.encode(out).replace(b'"message":"', b'"message":"\xff\xfe', 1)
         return _wire_json.encode(out)
 
     def render(self, line: Line) -> dict[str, Any]:
