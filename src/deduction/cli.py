@@ -119,6 +119,10 @@ async def _engine(args: argparse.Namespace) -> int:
         ts_resolution=args.ts_resolution, log_rate=args.log_rate, fail_rate=args.fail_rate,
         collide_rate=args.collide_rate, duration_min=args.duration[0],
         duration_max=args.duration[1], extras=args.extras, restart=not args.no_restart,
+        page_cap=args.page_cap, since_resolution=args.since_resolution,
+        malformed_rate=args.malformed_rate, zero_time_rate=args.zero_time_rate,
+        seq_restart=args.seq_restart, burst=args.burst, stall_rate=args.stall_rate,
+        stall_seconds=args.stall_seconds,
     )  # fmt: skip
     log.info("engine.started", url=f"http://{args.host}:{args.port}", seed=args.seed)
     await run_reference_engine(knobs, args.host, args.port)
@@ -158,6 +162,16 @@ def _add_engine_parser(sub: Any) -> None:
         help="seconds an agent runs")  # fmt: skip
     add("--extras", action="store_true", help="add optional fields (agent ref, log seq)")
     add("--no-restart", action="store_true", help="offer no agent restart operation")
+    add("--page-cap", type=int, default=0, help="at most N lines per logs answer, unannounced")
+    add("--since-resolution", choices=["us", "ms", "s"], default="us",
+        help="cut `since` to this resolution before comparing")  # fmt: skip
+    add("--malformed-rate", type=float, default=0.0, help="share of log lines sent broken")
+    add("--zero-time-rate", type=float, default=0.0,
+        help="share of log lines stamped 0001-01-01T00:00:00Z")  # fmt: skip
+    add("--seq-restart", action="store_true", help="number log lines from 0 on every attempt")
+    add("--burst", type=int, default=0, help="lines at one instant when an attempt starts")
+    add("--stall-rate", type=float, default=0.0, help="share of calls that stall")
+    add("--stall-seconds", type=float, default=30.0, help="how long a stalled call waits")
 
 
 async def _db_url(settings: Settings) -> int:

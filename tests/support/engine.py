@@ -56,7 +56,7 @@ class LiveEngine:
         out = {}
         for agent in task.agents:
             agent.advance(now)
-            out[agent.id] = [sim.render(line) for line in agent.lines]
+            out[agent.id] = [sim.render_emitted(line) for line in agent.lines]
         return out
 
 

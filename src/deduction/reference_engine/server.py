@@ -40,6 +40,8 @@ class ReferenceEngine:
         merged = msgspec.convert({**msgspec.structs.asdict(self.knobs), **changes}, Knobs)
         if merged.ts_resolution not in RESOLUTION_US:
             raise ValueError(f"ts_resolution must be one of {sorted(RESOLUTION_US)}")
+        if merged.since_resolution not in RESOLUTION_US:
+            raise ValueError(f"since_resolution must be one of {sorted(RESOLUTION_US)}")
         for name in msgspec.structs.asdict(merged):
             setattr(self.knobs, name, getattr(merged, name))  # agents share this object
         return self.knobs
@@ -89,6 +91,9 @@ async def faults(request: web.Request, handler: Handler) -> web.StreamResponse:
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError  # the handler never answers
+        if k.stall_rate > 0 and engine.faults.random() < k.stall_rate:
+            engine.stats["stalled"] += 1
+            await asyncio.sleep(k.stall_seconds)  # past the client's timeout, usually
         if k.error_rate > 0 and engine.faults.random() < k.error_rate:
             engine.stats["errors"] += 1
             return _error(503, "injected failure")
@@ -132,11 +137,11 @@ async def agent_logs(request: web.Request) -> web.Response:
     since = request.query.get("since")
     try:
         limit = int(request.query["limit"]) if "limit" in request.query else None
-        lines = engine.sim.logs(agent_id, since, limit)
+        body = engine.sim.logs_body(agent_id, since, limit)
     except ValueError as e:
         return _error(400, f"bad since/limit: {e}")
     engine.stats["logs"] += 1
-    return _reply({"logs": lines})
+    return web.Response(body=body, content_type="application/json")
 
 
 async def update(request: web.Request) -> web.Response:
@@ -149,6 +154,8 @@ async def update(request: web.Request) -> web.Response:
     if not isinstance(changes, list):
         return _error(400, "an update needs a list of agents")
     now = engine.sim.clock()
+    if engine.knobs.reject_updates:
+        return _error(422, engine.knobs.reject_updates)
     if task.status(now) not in ("pending", "running"):
         return _error(409, f"task {task_id} has ended")
     mine: dict[Any, SimAgent] = {a.id: a for a in task.agents}  # looked up by untrusted JSON
@@ -223,7 +230,8 @@ async def get_stats(request: web.Request) -> web.Response:
 
 
 async def emitted(request: web.Request) -> web.Response:
-    """Every line each agent of a task emitted so far (no faults, no `since`)."""
+    """Every line each agent of a task emitted so far (no faults, no `since`); a line sent
+    broken carries `flaw` (how it was broken)."""
     engine, task_id = _engine(request), request.match_info["task_id"]
     task = engine.sim.tasks.get(task_id)
     if task is None:
@@ -234,7 +242,7 @@ async def emitted(request: web.Request) -> web.Response:
         agent.advance(now)
         agents.append({"engine_agent_id": agent.id, "ref": agent.ref, "attempt": agent.attempt,
                        "status": agent.status(now)[0], "params": agent.params,
-                       "lines": [engine.sim.render(line) for line in agent.lines]})  # fmt: skip
+                       "lines": [engine.sim.render_emitted(line) for line in agent.lines]})  # fmt: skip
     return _reply({"engine_task_id": task_id, "agents": agents,
                    "max_concurrent_status": engine.max_in_flight[task_id]})  # fmt: skip
 

@@ -58,8 +58,19 @@ class Knobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     extras: bool = False  # add optional fields: agent `ref`, log `seq`
     restart: bool = True  # offer POST /engine/agent/{id}/restart
     reject_submissions: str | None = None  # answer every submission 422 with this message
+    reject_updates: str | None = None  # answer every update 422 with this message
+    # What real Engines do that 4.1 allows (each off by default):
+    page_cap: int = 0  # at most this many lines per logs answer, unannounced (0: no cap)
+    since_resolution: str = "us"  # "s": `since` is cut to the whole second before comparing
+    malformed_rate: float = 0.0  # share of lines sent broken (null time, numeric level, ...)
+    zero_time_rate: float = 0.0  # share of lines stamped 0001-01-01T00:00:00Z (Go's zero time)
+    seq_restart: bool = False  # number lines (`seq`) from 0 again on every agent attempt
+    burst: int = 0  # lines emitted at one instant when an attempt starts running
+    stall_rate: float = 0.0  # share of Engine calls that stall `stall_seconds` before answering
+    stall_seconds: float = 30.0
 
 
+_wire_json = msgspec.json.Encoder()
 _SECONDS: dict[int, str] = {}  # whole second -> "YYYY-MM-DDTHH:MM:SS" (lines share seconds)
 
 
@@ -103,8 +114,10 @@ def _level_table(mix: dict[str, float]) -> tuple[tuple[str, ...], list[float], f
     return _LEVEL_TABLE[1], _LEVEL_TABLE[2], _LEVEL_TABLE[3]
 
 
-# A stored line: (timestamp µs, level, message, source, extra, seq, resolution)
-Line = tuple[int, str, str, str | None, dict[str, Any] | None, int, str]
+# A stored line: (timestamp µs, level, message, source, extra, seq, resolution, flaw)
+Line = tuple[int, str, str, str | None, dict[str, Any] | None, int, str, str | None]
+MALFORMED = ("null_timestamp", "numeric_level", "text_seq", "invalid_utf8")
+ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 class SimAgent:
@@ -134,6 +147,8 @@ class SimAgent:
         self._next = self.running_at
         self._step = 0
         self._closed = False
+        self._first_seq = len(self.lines)
+        self._burst_due = k.burst > 0
 
     # -- time --------------------------------------------------------------------------------
 
@@ -143,6 +158,11 @@ class SimAgent:
             return
         horizon = min(now, self.ends_at, self.stopped_at or now)
         rate = self.knobs.log_rate
+        if self._burst_due and self.running_at <= horizon:
+            self._burst_due = False
+            for i in range(self.knobs.burst):
+                self._emit(self.running_at, "INFO", f"{self.name} warm-up {i}", "engine",
+                           reuse_ts=i > 0)  # fmt: skip
         while rate > 0 and self._next <= horizon:
             self._emit_step(self._next)
             self._next += self.rng.expovariate(rate)
@@ -159,7 +179,8 @@ class SimAgent:
     def _emit_step(self, at: float) -> None:
         k, rng = self.knobs, self.rng
         if self.lines and rng.random() < k.duplicate_rate:
-            self.lines.append(self.lines[-1][:5] + (len(self.lines), self.lines[-1][6]))
+            last = self.lines[-1]
+            self.lines.append(last[:5] + (self._seq(), last[6], last[7]))
             return
         self._step += 1
         levels, cum_weights, total = _level_table(k.level_mix)
@@ -181,7 +202,20 @@ class SimAgent:
             us = max(us, self.lines[-1][0])  # never behind a line already emitted
             if reuse_ts:
                 us = self.lines[-1][0]
-        self.lines.append((us, level, message, source, extra, len(self.lines), res))
+        self.lines.append((us, level, message, source, extra, self._seq(), res, self._flaw()))
+
+    def _seq(self) -> int:
+        return len(self.lines) - (self._first_seq if self.knobs.seq_restart else 0)
+
+    def _flaw(self) -> str | None:
+        """How this line is sent broken, if it is (decided once, from the line's number)."""
+        k = self.knobs
+        if k.malformed_rate <= 0 and k.zero_time_rate <= 0:
+            return None
+        dice = random.Random(f"{k.seed}:{self._key}:flaw:{len(self.lines)}").random()
+        if dice < k.malformed_rate:
+            return MALFORMED[len(self.lines) % len(MALFORMED)]
+        return "zero_time" if dice < k.malformed_rate + k.zero_time_rate else None
 
     def note(self, now: float, message: str) -> None:
         """An event line written now (update, stop, restart)."""
@@ -214,6 +248,10 @@ class SimAgent:
         self._emit(now, "INFO", f"{self.name} restarting (attempt {self.attempt})", "engine")
 
     def logs_since(self, since_us: int | None, inclusive: bool, limit: int | None) -> list[Line]:
+        cap = self.knobs.page_cap
+        limit = cap if cap > 0 and (limit is None or limit > cap) else limit
+        if since_us is not None:
+            since_us -= since_us % RESOLUTION_US[self.knobs.since_resolution]
         if since_us is None:
             start = 0
         elif inclusive:
@@ -283,22 +321,51 @@ class Simulation:
             agents.append(item)
         return {"status": task.status(now), "agents": agents}
 
-    def logs(
-        self, engine_agent_id: str, since: str | None, limit: int | None
-    ) -> list[dict[str, Any]]:
+    def _answer(self, engine_agent_id: str, since: str | None, limit: int | None) -> list[Line]:
         agent = self.agents[engine_agent_id]
         agent.advance(self.clock())
         since_us = None if since is None else parse_us(since)
-        return [self.render(line) for line in
-                agent.logs_since(since_us, self.knobs.since_inclusive, limit)]  # fmt: skip
+        return agent.logs_since(since_us, self.knobs.since_inclusive, limit)
+
+    def logs(
+        self, engine_agent_id: str, since: str | None, limit: int | None
+    ) -> list[dict[str, Any]]:
+        """The lines a logs call answers with, as the Engine means them."""
+        return [self.render(line) for line in self._answer(engine_agent_id, since, limit)]
+
+    def logs_body(self, engine_agent_id: str, since: str | None, limit: int | None) -> bytes:
+        """The logs answer as sent: a JSON body, broken where a line's flaw says so."""
+        lines = self._answer(engine_agent_id, since, limit)
+        return b'{"logs":[' + b",".join(self._wire(line) for line in lines) + b"]}"
+
+    def _wire(self, line: Line) -> bytes:
+        out = self.render(line)
+        flaw = line[7]
+        if flaw == "null_timestamp":
+            out["timestamp"] = None
+        elif flaw == "numeric_level":
+            out["level"] = 20
+        elif flaw == "text_seq":
+            out["seq"] = "seven"
+        elif flaw == "invalid_utf8":
+            return _wire_json.encode(out).replace(b'"message":"', b'"message":"\xff\xfe', 1)
+        return _wire_json.encode(out)
 
     def render(self, line: Line) -> dict[str, Any]:
-        us, level, message, source, extra, seq, res = line
-        out: dict[str, Any] = {"timestamp": format_us(us, res), "level": level, "message": message}
+        """A line as the Engine means it (a flawed line is marked `flaw` here, for tests)."""
+        us, level, message, source, extra, seq, res, flaw = line
+        ts = ZERO_TIME if flaw == "zero_time" else format_us(us, res)
+        out: dict[str, Any] = {"timestamp": ts, "level": level, "message": message}
         if source is not None:
             out["source"] = source
         if extra is not None:
             out["extra"] = extra
-        if self.knobs.extras:
+        if self.knobs.extras or self.knobs.seq_restart:
             out["seq"] = seq
+        return out
+
+    def render_emitted(self, line: Line) -> dict[str, Any]:
+        out = self.render(line)
+        if line[7] is not None and line[7] != "zero_time":
+            out["flaw"] = line[7]
         return out
