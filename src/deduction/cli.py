@@ -103,10 +103,14 @@ def _local_engine(settings: Settings) -> Any:
 
     from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
 
+    from deduction.config import data_path
+
     url = urlsplit(settings.engine_url)
     host, port = url.hostname or "127.0.0.1", url.port or 8080
-    log.info("engine.started", url=f"http://{host}:{port}", kind="reference")
-    return serve_reference_engine(ReferenceEngine(), host, port)
+    engine = ReferenceEngine(state_dir=data_path(settings) / "engine")  # runs survive a restart
+    log.info("engine.started", url=f"http://{host}:{port}", kind="reference",
+             state_dir=str(data_path(settings) / "engine"), restored_runs=engine.restored)  # fmt: skip
+    return serve_reference_engine(engine, host, port)
 
 
 async def _engine(args: argparse.Namespace) -> int:
@@ -124,8 +128,9 @@ async def _engine(args: argparse.Namespace) -> int:
         seq_restart=args.seq_restart, burst=args.burst, stall_rate=args.stall_rate,
         stall_seconds=args.stall_seconds,
     )  # fmt: skip
-    log.info("engine.started", url=f"http://{args.host}:{args.port}", seed=args.seed)
-    await run_reference_engine(knobs, args.host, args.port)
+    log.info("engine.started", url=f"http://{args.host}:{args.port}", seed=args.seed,
+             state_dir=str(args.state_dir) if args.state_dir else None)  # fmt: skip
+    await run_reference_engine(knobs, args.host, args.port, args.state_dir)
     return 0
 
 
@@ -172,6 +177,12 @@ def _add_engine_parser(sub: Any) -> None:
     add("--burst", type=int, default=0, help="lines at one instant when an attempt starts")
     add("--stall-rate", type=float, default=0.0, help="share of calls that stall")
     add("--stall-seconds", type=float, default=30.0, help="how long a stalled call waits")
+    add(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="keep runs on disk here and carry on after a restart (default: in memory only)",
+    )
 
 
 async def _db_url(settings: Settings) -> int:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from deduction.adapters.engine import HttpEngine, RetryPolicy
 from deduction.application.ports import EngineRejectedError, EngineUnavailableError
+from deduction.reference_engine.server import ReferenceEngine
 from deduction.reference_engine.simulation import Knobs, Simulation
 from tests.support.engine import LiveEngine, live_engine
 
@@ -31,13 +33,62 @@ def _run(seed: int) -> list[list[dict[str, object]]]:
     states = []
     for _ in range(12):
         clock.now += 1
-        states.append(sim.task_status(engine_task_id))
+        status = sim.task_status(engine_task_id)
+        for agent in status["agents"]:  # ids differ between Engine starts, by design
+            agent["engine_agent_id"] = agent["engine_agent_id"].replace(sim.tag, "TAG")
+        states.append(status)
     return [sim.logs(a.id, None, None) for a in sim.tasks[engine_task_id].agents] + [states]
 
 
 def test_the_same_seed_gives_the_same_runs() -> None:
     assert _run(3) == _run(3)
     assert _run(3) != _run(4)
+
+
+def test_run_ids_are_never_reused_by_a_restarted_engine() -> None:
+    """A new Engine (same seed, same clock) numbers its runs apart from the old one's."""
+    clock = Clock()
+    old = {Simulation(Knobs(), clock).submit(AGENTS, None)[0] for _ in range(50)}
+    assert len(old) == 50
+    assert Simulation(Knobs(), clock).submit(AGENTS, None)[0] not in old
+
+
+def _history(engine: ReferenceEngine, run: str) -> tuple[object, ...]:
+    sim = engine.sim
+    return sim.task_status(run), [sim.logs(a.id, None, None) for a in sim.tasks[run].agents]
+
+
+def test_runs_survive_a_restart_with_a_state_dir(tmp_path: Path) -> None:
+    """Submit, update, stop and restart are journaled; a restarted Engine replays them and
+    answers exactly as before, and goes on numbering runs without reuse."""
+    clock = Clock()
+    knobs = Knobs(duration_min=20, duration_max=20, log_rate=5, start_delay=0, fail_rate=0)
+    first = ReferenceEngine(knobs, tmp_path)
+    first.sim.clock = clock
+    run, _ = first.submit(AGENTS, "key-1")
+    other, _ = first.submit(AGENTS, "key-2")
+    clock.now += 3
+    first.update(run, [{"engine_agent_id": f"{run}-a0", "params": {"speed": 2}}])
+    clock.now += 4
+    first.stop(other)
+    clock.now += 30
+    before = [_history(first, run), _history(first, other)]
+    first.journal.close()  # type: ignore[union-attr]
+
+    second = ReferenceEngine(Knobs(seed=9, log_rate=100), tmp_path)  # the journal's knobs win
+    second.sim.clock = clock
+    assert second.restored == 2
+    assert [_history(second, run), _history(second, other)] == before
+    assert second.submit(AGENTS, "key-1") == (run, False)
+    new, created = second.submit(AGENTS, "key-3")
+    assert created and new not in (run, other)
+
+
+def test_an_engine_without_a_state_dir_forgets_its_runs(tmp_path: Path) -> None:
+    first = ReferenceEngine(Knobs())
+    run, _ = first.submit(AGENTS, None)
+    assert run not in ReferenceEngine(Knobs()).sim.tasks
+    assert not list(tmp_path.iterdir())
 
 
 def test_since_is_inclusive_or_exclusive_as_configured() -> None:

@@ -11,11 +11,13 @@ import contextlib
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from deduction.reference_engine.journal import Journal
 from deduction.reference_engine.simulation import RESOLUTION_US, Knobs, SimAgent, Simulation
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -25,9 +27,10 @@ MAX_SUBMIT_BYTES = 4 * 1024 * 1024
 
 
 class ReferenceEngine:
-    """The Engine's state, counters and fault dice."""
+    """The Engine's state, counters and fault dice; with a `state_dir`, its runs survive a
+    restart (every change is journaled there and replayed at start)."""
 
-    def __init__(self, knobs: Knobs | None = None) -> None:
+    def __init__(self, knobs: Knobs | None = None, state_dir: Path | None = None) -> None:
         self.knobs = knobs or Knobs()
         self.sim = Simulation(self.knobs)
         self.faults = random.Random(f"faults:{self.knobs.seed}")
@@ -35,6 +38,30 @@ class ReferenceEngine:
         self.active = 0  # Engine calls being answered right now
         self.in_flight: Counter[str] = Counter()
         self.max_in_flight: Counter[str] = Counter()  # per engine task: concurrent status calls
+        self.journal = Journal(state_dir) if state_dir is not None else None
+        self.restored = self._restore() if self.journal is not None else 0
+
+    # -- operations that change runs (journaled) ----------------------------------------------
+
+    def submit(self, body: dict[str, Any], key: str | None) -> tuple[str, bool]:
+        engine_task_id, created = self.sim.submit(body, key)
+        if created:
+            self._record("submit", id=engine_task_id, key=key, body=body)
+        return engine_task_id, created
+
+    def update(self, engine_task_id: str, changes: list[dict[str, Any]]) -> None:
+        self.sim.update(engine_task_id, changes)
+        self._record("update", id=engine_task_id, changes=changes)
+
+    def stop(self, engine_task_id: str) -> str:
+        status = self.sim.stop(engine_task_id)
+        self._record("stop", id=engine_task_id)
+        return status
+
+    def restart(self, engine_agent_id: str) -> int:
+        attempt = self.sim.restart(engine_agent_id)
+        self._record("restart", id=engine_agent_id)
+        return attempt
 
     def set_knobs(self, changes: dict[str, Any]) -> Knobs:
         merged = msgspec.convert({**msgspec.structs.asdict(self.knobs), **changes}, Knobs)
@@ -44,7 +71,42 @@ class ReferenceEngine:
             raise ValueError(f"since_resolution must be one of {sorted(RESOLUTION_US)}")
         for name in msgspec.structs.asdict(merged):
             setattr(self.knobs, name, getattr(merged, name))  # agents share this object
+        self._record("knobs", changes=msgspec.structs.asdict(merged))
         return self.knobs
+
+    def _record(self, op: str, **fields: Any) -> None:
+        if self.journal is not None:
+            self.journal.append({"op": op, "at": self.sim.clock(), **fields})
+
+    def _restore(self) -> int:
+        """Replay the journal at the recorded times; a new journal starts with the knobs."""
+        assert self.journal is not None
+        records = list(self.journal.records())
+        if not records:
+            self._record("knobs", changes=msgspec.structs.asdict(self.knobs))
+            return 0
+        clock, journal = self.sim.clock, self.journal
+        self.journal = None  # replaying records nothing
+        try:
+            for record in records:
+                self.sim.clock = lambda at=float(record["at"]): at
+                self._apply(record)
+        finally:
+            self.sim.clock, self.journal = clock, journal
+        return sum(r["op"] == "submit" for r in records)
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        op = record["op"]
+        if op == "knobs":
+            self.set_knobs(record["changes"])
+        elif op == "submit":
+            self.sim.submit(record["body"], record.get("key"), record["id"])
+        elif op == "update":
+            self.sim.update(record["id"], record["changes"])
+        elif op == "stop":
+            self.sim.stop(record["id"])
+        elif op == "restart":
+            self.sim.restart(record["id"])
 
 
 def _reply(data: Any, status: int = 200) -> web.Response:
@@ -117,7 +179,7 @@ async def submit(request: web.Request) -> web.Response:
         return _error(422, engine.knobs.reject_submissions)
     key = request.headers.get("Idempotency-Key") or body.get("idempotency_key")
     engine.stats["submits"] += 1
-    engine_task_id, created = engine.sim.submit(body, str(key) if key else None)
+    engine_task_id, created = engine.submit(body, str(key) if key else None)
     engine.stats["runs" if created else "replays"] += 1
     return _reply({"engine_task_id": engine_task_id}, 201 if created else 200)
 
@@ -163,11 +225,7 @@ async def update(request: web.Request) -> web.Response:
         agent = mine.get(change.get("engine_agent_id")) if isinstance(change, dict) else None
         if agent is None or not isinstance(change.get("params"), dict):
             return _error(400, f"not an agent of task {task_id} with params: {change!r:.200}")
-    for change in changes:
-        agent = mine[change["engine_agent_id"]]
-        agent.params = dict(change["params"])
-        if agent.status(now)[0] in ("pending", "running"):
-            agent.note(now, f"{agent.name} params updated: {_json.encode(agent.params).decode()}")
+    engine.update(task_id, changes)
     engine.stats["updates"] += 1
     return _reply({"updated": len(changes)})
 
@@ -177,11 +235,9 @@ async def stop(request: web.Request) -> web.Response:
     task = engine.sim.tasks.get(task_id)
     if task is None:
         return _error(404, f"unknown task {task_id}")
-    now = engine.sim.clock()
-    for agent in task.agents:
-        agent.stop(now)
+    status = engine.stop(task_id)
     engine.stats["stops"] += 1
-    return _reply({"status": task.status(now)})
+    return _reply({"status": status})
 
 
 async def restart(request: web.Request) -> web.Response:
@@ -194,9 +250,9 @@ async def restart(request: web.Request) -> web.Response:
     now = engine.sim.clock()
     if agent.status(now)[0] != "failed":
         return _error(409, f"agent {agent_id} has not failed")
-    agent.restart(now)
+    attempt = engine.restart(agent_id)
     engine.stats["restarts"] += 1
-    return _reply({"engine_agent_id": agent_id, "attempt": agent.attempt})
+    return _reply({"engine_agent_id": agent_id, "attempt": attempt})
 
 
 # -- admin -----------------------------------------------------------------------------------
@@ -278,9 +334,13 @@ async def serve_reference_engine(
         yield runner
     finally:
         await runner.cleanup()
+        if engine.journal is not None:
+            engine.journal.close()
 
 
-async def run_reference_engine(knobs: Knobs, host: str, port: int) -> None:
+async def run_reference_engine(
+    knobs: Knobs, host: str, port: int, state_dir: Path | None = None
+) -> None:
     """`deduction engine`: serve until cancelled."""
-    async with serve_reference_engine(ReferenceEngine(knobs), host, port):
+    async with serve_reference_engine(ReferenceEngine(knobs, state_dir), host, port):
         await asyncio.Event().wait()

@@ -8,6 +8,7 @@ cost nothing while nobody asks about them.
 from __future__ import annotations
 
 import random
+import secrets
 import time
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
@@ -278,20 +279,27 @@ class SimTask:
 
 
 class Simulation:
-    """Every task and agent the reference Engine knows."""
+    """Every task and agent the reference Engine knows.
+
+    Run ids are `et-<seed>-<tag>-<n>`: `tag` is drawn from the clock and a random part when the
+    Engine starts, so a restarted Engine never hands out the id of a run it has forgotten.
+    """
 
     def __init__(self, knobs: Knobs, clock: Callable[[], float] = time.time) -> None:
         self.knobs, self.clock = knobs, clock
         self.tasks: dict[str, SimTask] = {}
         self.agents: dict[str, SimAgent] = {}
         self.by_key: dict[str, str] = {}
+        self.tag = f"{int(clock() * 1000) % 36**8:x}{secrets.token_hex(2)}"
 
-    def submit(self, body: dict[str, Any], key: str | None) -> tuple[str, bool]:
+    def submit(
+        self, body: dict[str, Any], key: str | None, engine_task_id: str | None = None
+    ) -> tuple[str, bool]:
         """Create a run, or return the one already made for `key`; True when created."""
         if key and key in self.by_key:
             return self.by_key[key], False
         n = len(self.tasks) + 1
-        engine_task_id = f"et-{self.knobs.seed}-{n:06d}"
+        engine_task_id = engine_task_id or f"et-{self.knobs.seed}-{self.tag}-{n:06d}"
         now = self.clock()
         agents = [
             SimAgent(f"{engine_task_id}-a{i}", spec.get("ref"), str(spec.get("agent_name") or
@@ -303,6 +311,27 @@ class Simulation:
         if key:
             self.by_key[key] = engine_task_id
         return engine_task_id, True
+
+    def update(self, engine_task_id: str, changes: list[dict[str, Any]]) -> None:
+        """New params for agents of a run (checked by the caller); a line for each live one."""
+        now, mine = self.clock(), {a.id: a for a in self.tasks[engine_task_id].agents}
+        for change in changes:
+            agent = mine[change["engine_agent_id"]]
+            agent.params = dict(change["params"])
+            if agent.status(now)[0] in ("pending", "running"):
+                params = msgspec.json.encode(agent.params).decode()
+                agent.note(now, f"{agent.name} params updated: {params}")
+
+    def stop(self, engine_task_id: str) -> str:
+        now, task = self.clock(), self.tasks[engine_task_id]
+        for agent in task.agents:
+            agent.stop(now)
+        return task.status(now)
+
+    def restart(self, engine_agent_id: str) -> int:
+        agent = self.agents[engine_agent_id]
+        agent.restart(self.clock())
+        return agent.attempt
 
     def task_status(self, engine_task_id: str) -> dict[str, Any]:
         task, now = self.tasks[engine_task_id], self.clock()
