@@ -97,6 +97,7 @@ async def open_worker_context(
             s.engine_unreachable_deadline,
             s.log_batch_size,
             streams=event_streams_for(services.app),
+            run_missing_grace=s.engine_run_missing_grace,
         )
         monitor = TaskMonitor(reports, engine, services.run_poll)
         yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,

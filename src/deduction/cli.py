@@ -101,9 +101,8 @@ def _local_engine(settings: Settings) -> Any:
     """The reference Engine on ENGINE_URL's host and port (for `make run`)."""
     from urllib.parse import urlsplit
 
-    from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
-
     from deduction.config import data_path
+    from deduction.reference_engine.server import ReferenceEngine, serve_reference_engine
 
     url = urlsplit(settings.engine_url)
     host, port = url.hostname or "127.0.0.1", url.port or 8080

@@ -28,6 +28,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds allowed for each Engine call."""
     engine_unreachable_deadline: float = 300.0
     """Seconds an Engine may stay unreachable before its running tasks are failed."""
+    engine_run_missing_grace: float = 60.0
+    """Seconds a task's run may stay unknown to the Engine (404, or another run's agents)
+    before the task is failed with the Engine's message."""
     task_poll_interval: float = 5.0
     """Seconds between two polls of every running task."""
     task_poll_enabled: bool = True
@@ -63,6 +66,7 @@ _ENV_NAMES = {
     "engine_url": "ENGINE_URL",
     "engine_timeout": "ENGINE_TIMEOUT",
     "engine_unreachable_deadline": "ENGINE_UNREACHABLE_DEADLINE",
+    "engine_run_missing_grace": "ENGINE_RUN_MISSING_GRACE",
     "task_poll_interval": "TASK_POLL_INTERVAL",
     "task_poll_enabled": "TASK_POLL_ENABLED",
     "log_retention_days": "LOG_RETENTION_DAYS",

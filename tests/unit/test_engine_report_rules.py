@@ -226,3 +226,17 @@ def test_a_task_that_is_not_running_records_counts_but_does_not_settle() -> None
     task.settle(executions)
     assert task.status == "stopped" and task.counts == (1, 1, 0)
     assert new_events(task) == ["DeductionTask.AgentCountsChanged"]
+
+
+# -- the Engine forgot the run -----------------------------------------------------------------
+
+
+def test_a_run_the_engine_does_not_know_is_recorded_once_and_cleared_when_it_answers() -> None:
+    task = a_running_task([11])
+    task.record_run_missing("2026-12-03T07:00:00Z", "the Engine does not know run engine-run-1")
+    task.record_run_missing("2026-12-03T07:00:05Z", "the Engine does not know run engine-run-1")
+    assert task.run_missing_since == "2026-12-03T07:00:00Z"
+    assert new_events(task) == ["DeductionTask.EngineRunMissing"]
+    task.record_engine_reachable()
+    assert task.run_missing_since is None
+    assert new_events(task) == ["DeductionTask.EngineReachable"]

@@ -10,10 +10,9 @@ from deduction.application.ports import (
     EngineAgent,
     EngineError,
     EngineLogLine,
-    EngineProtocolError,
+    EngineRunNotFoundError,
     EngineTaskStatus,
 )
-from deduction.domain.times import iso_utc, utc_now
 
 
 @dataclass(frozen=True)
@@ -52,6 +51,7 @@ class PollReport:
     restarted: set[int] = field(default_factory=set)
     cannot_restart: dict[int, str] = field(default_factory=dict)
     restart_supported: bool | None = None
+    run_missing: EngineError | None = None  # an agent's logs answered "no such run"
 
 
 @dataclass(frozen=True)
@@ -79,16 +79,32 @@ class UpdatePlan:
     update_ids: list[int]
 
 
-def match_agents(execution_ids: list[int], agents: list[EngineAgent]) -> dict[int, EngineAgent]:
+def match_agents(
+    execution_ids: list[int],
+    agents: list[EngineAgent],
+    paired: dict[int, str | None] | None = None,
+) -> dict[int, EngineAgent]:
     """Pair reported agents with executions: by echoed `ref` when every agent has one, else by
-    position (a 4.1 Engine lists agents in the order they were submitted)."""
-    if agents and all(a.ref is not None for a in agents):
-        by_ref = {str(a.ref): a for a in agents}
-        if set(by_ref) == {str(i) for i in execution_ids}:
-            return {i: by_ref[str(i)] for i in execution_ids}
-    if len(agents) != len(execution_ids):
-        raise EngineProtocolError(
-            f"the Engine reported {len(agents)} agents for {len(execution_ids)} submitted",
-            iso_utc(utc_now()),
-        )
-    return dict(zip(execution_ids, agents))
+    position (a 4.1 Engine lists agents in the order they were submitted).
+
+    A report that cannot be the run we submitted — another number of agents, or other ids
+    for agents already paired (`paired`) — raises EngineRunNotFoundError: the Engine
+    answers for a run it gave the same id after forgetting ours, and its reports must not be
+    applied to this task.
+    """
+    by_ref = {str(a.ref): a for a in agents if a.ref is not None}
+    if agents and len(by_ref) == len(agents) and set(by_ref) == {str(i) for i in execution_ids}:
+        matched = {i: by_ref[str(i)] for i in execution_ids}
+    elif len(agents) != len(execution_ids):
+        raise _not_our_run(f"{len(agents)} agents for {len(execution_ids)} submitted")
+    else:
+        matched = dict(zip(execution_ids, agents, strict=True))
+    for execution_id, known in (paired or {}).items():
+        if known is not None and matched[execution_id].engine_agent_id != known:
+            reported = matched[execution_id].engine_agent_id
+            raise _not_our_run(f"agent {reported} where {known} was running")
+    return matched
+
+
+def _not_our_run(what: str) -> EngineRunNotFoundError:
+    return EngineRunNotFoundError(404, f"the run reports {what}: not the run submitted")

@@ -20,6 +20,7 @@ from deduction.application.ports import (
     EngineError,
     EngineLogLine,
     EngineRejectedError,
+    EngineRunNotFoundError,
     EngineUnavailableError,
     RestartUnsupportedError,
 )
@@ -87,7 +88,7 @@ class TaskMonitor:
         if not plan.ended or (unpaired and not plan.stop_pending):
             try:
                 status = await self.engine.task_status(plan.engine_task_id)
-                matched = match_agents(list(engine_ids), status.agents)
+                matched = match_agents(list(engine_ids), status.agents, engine_ids)
             except EngineError as e:
                 report.error = e
                 log.warning("task.poll_failed", task_id=task_id, error=str(e))
@@ -97,7 +98,7 @@ class TaskMonitor:
             if not plan.ended:
                 await self._restart_due(plan, matched, report)
         report.restart_supported = self.engine.restart_supported
-        report.logs = await self._fetch_logs(plan, engine_ids)
+        report.logs = await self._fetch_logs(plan, engine_ids, report)
         outcome: Outcome = await self._run(self.reports.record_poll, report)
         log.debug("task.polled", task_id=task_id, status=outcome.status, lines=outcome.lines)
         if not plan.ended and outcome.status in ("completed", "failed", "stopped"):
@@ -128,20 +129,26 @@ class TaskMonitor:
                 log.info("agent.restarted", execution_id=ex.execution_id, attempt=ex.retry_count)
 
     async def _fetch_logs(
-        self, plan: PollPlan, engine_ids: dict[int, str | None]
+        self, plan: PollPlan, engine_ids: dict[int, str | None], report: PollReport
     ) -> dict[int, list[EngineLogLine]]:
         """Logs of every paired agent not drained yet; a failed fetch is retried next poll."""
         wanted = [ex for ex in plan.executions if engine_ids[ex.execution_id] and not ex.drained]
         results = await asyncio.gather(
-            *(self._logs_of(ex, str(engine_ids[ex.execution_id])) for ex in wanted)
+            *(self._logs_of(ex, str(engine_ids[ex.execution_id]), report) for ex in wanted)
         )
         return {ex.execution_id: lines for ex, lines in zip(wanted, results) if lines is not None}
 
-    async def _logs_of(self, ex: ExecutionPlan, engine_agent_id: str) -> list[EngineLogLine] | None:
+    async def _logs_of(
+        self, ex: ExecutionPlan, engine_agent_id: str, report: PollReport
+    ) -> list[EngineLogLine] | None:
         since = ex.since if ex.engine_agent_id == engine_agent_id else None
         async with self._log_slots:
             try:
                 return await self.engine.agent_logs(engine_agent_id, since, self.reports.max_lines)
+            except EngineRunNotFoundError as e:
+                report.run_missing = e  # the Engine has lost the run (or this agent of it)
+                log.warning("agent.logs_run_missing", execution_id=ex.execution_id, error=str(e))
+                return None
             except EngineError as e:
                 log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
                 return None

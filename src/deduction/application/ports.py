@@ -180,6 +180,11 @@ class EngineRejectedError(EngineError):
         self.status, self.detail = status, message
 
 
+class EngineRunNotFoundError(EngineRejectedError):
+    """The Engine answered 404 for a run or one of its agents, or reported a run whose agents
+    are not the ones submitted: it no longer knows the run it was given (lost in a restart)."""
+
+
 class EngineProtocolError(EngineUnavailableError):
     """The Engine answered 2xx with a body that breaks the contract (malformed, too large)."""
 

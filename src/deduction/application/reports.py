@@ -29,6 +29,7 @@ from deduction.application.ports import (
     EngineError,
     EngineLogLine,
     EngineRejectedError,
+    EngineRunNotFoundError,
     EngineUnavailableError,
     EventStreams,
     StreamHead,
@@ -93,10 +94,12 @@ class EngineReports:
         max_lines_per_poll: int = 20_000,
         *,
         streams: EventStreams | None = None,
+        run_missing_grace: float = 60.0,
     ) -> None:
         self.app, self.engine_url = app, engine_url
         self.deadline, self.batch_size = unreachable_deadline, log_batch_size
         self.max_lines = max_lines_per_poll
+        self.missing_grace = run_missing_grace
         self.streams: EventStreams = streams or RepositoryStreams(app)
         self._execution_ids: dict[int, list[int]] = {}
         # A shared transaction carries about as much as one busy poll did on its own.
@@ -169,6 +172,17 @@ class EngineReports:
         if (utc_now() - started).total_seconds() >= self.deadline:
             self._fail(task, executions, f"the Engine has been unreachable since"
                        f" {task.unreachable_since}: {error}")  # fmt: skip
+
+    def _run_missing(
+        self, task: DeductionTask, executions: list[AgentExecution], error: EngineError
+    ) -> None:
+        """Note once that the Engine does not know the run; fail the task once the grace has
+        passed (an Engine that lost a run in a restart will not find it again)."""
+        message = f"the Engine does not know run {task.engine_task_id}: {error}"
+        task.record_run_missing(iso_utc(utc_now()), message)
+        since = datetime.fromisoformat(task.run_missing_since or iso_utc(utc_now()))
+        if (utc_now() - since).total_seconds() >= self.missing_grace:
+            self._fail(task, executions, f"{message} (since {task.run_missing_since})")
 
     # -- submission --------------------------------------------------------------------------
 
@@ -286,12 +300,18 @@ class EngineReports:
 
     def _record_poll(self, report: PollReport, loaded: Any) -> Outcome:
         task, executions, cursors = loaded if loaded is not None else self.load(report.task_id)
-        if report.error is not None:
-            if not task.is_ended:
-                self._engine_failed(task, executions, report.error)
-        elif report.status is not None:
-            task.record_engine_reachable()
-            matched = match_agents([ex.execution_id for ex in executions], report.status.agents)
+        missing: EngineError | None = report.run_missing
+        if isinstance(report.error, EngineRunNotFoundError):
+            missing = report.error
+        if missing is not None and not task.is_ended:
+            self._run_missing(task, executions, missing)
+        elif missing is None and report.error is not None and not task.is_ended:
+            self._engine_failed(task, executions, report.error)
+        if report.status is not None:
+            if missing is None:
+                task.record_engine_reachable()
+            paired = {ex.execution_id: ex.engine_agent_id for ex in executions}
+            matched = match_agents(list(paired), report.status.agents, paired)
             for ex in executions:
                 ex.assign_engine_agent(str(matched[ex.execution_id].engine_agent_id))
             if not task.is_ended:

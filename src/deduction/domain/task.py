@@ -71,6 +71,13 @@ class DeductionTask(Aggregate):
     class EngineReachable(Aggregate.Event):
         operator: str
 
+    class EngineRunMissing(Aggregate.Event):
+        """The Engine answered that it does not know the run (a restart lost it)."""
+
+        since: str
+        error: str
+        operator: str
+
     @staticmethod
     def create_id(task_id: int) -> UUID:
         return UUID(int=task_id)
@@ -102,6 +109,7 @@ class DeductionTask(Aggregate):
         self.pending_updates: dict[int, list[dict[str, Any]]] = {}
         self.counts = (len(self.execution_ids), 0, 0)
         self.unreachable_since: str | None = None
+        self.run_missing_since: str | None = None
 
     @property
     def is_ended(self) -> bool:
@@ -229,12 +237,22 @@ class DeductionTask(Aggregate):
         self.unreachable_since = since
 
     def record_engine_reachable(self) -> None:
-        if self.unreachable_since is not None:
+        if self.unreachable_since is not None or self.run_missing_since is not None:
             self._engine_reachable("system")
 
     @event(EngineReachable)
     def _engine_reachable(self, operator: str) -> None:
         self.unreachable_since = None
+        self.run_missing_since = None
+
+    def record_run_missing(self, since: str, error: str) -> None:
+        """Note once (not at every poll) that the Engine does not know this task's run."""
+        if self.run_missing_since is None:
+            self._run_missing(since, error[:1000], "system")
+
+    @event(EngineRunMissing)
+    def _run_missing(self, since: str, error: str, operator: str) -> None:
+        self.run_missing_since = since
 
 
 class TaskName(Aggregate):

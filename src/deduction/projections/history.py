@@ -110,6 +110,10 @@ _CHANGES: dict[str, Callable[[dict[str, Any]], Change]] = {
         "engine_connectivity", f"the Engine is unreachable: {s['error']}"[:256], None,
         {"unreachable_since": s["since"], "error": s["error"]}, None,
     ),
+    "DeductionTask.EngineRunMissing": lambda s: (
+        "engine_connectivity", s["error"][:256], None,
+        {"run_missing_since": s["since"], "error": s["error"]}, None,
+    ),
     "DeductionTask.EngineReachable": lambda s: (
         "engine_connectivity", "the Engine is reachable again", None, None, None
     ),
@@ -133,7 +137,7 @@ class HistoryProjection(Projection):
     tables = ("deduction_task_history",)
     events = (
         T.Created, T.Submitted, T.StatusChanged, T.StopRequested, T.StopDelivered,
-        T.UpdateDelivered, T.EngineUnreachable, T.EngineReachable,
+        T.UpdateDelivered, T.EngineUnreachable, T.EngineReachable, T.EngineRunMissing,
         A.ConfigUpdated, A.StatusChanged, A.AttemptFailed, A.Restarted,
     )  # fmt: skip
 

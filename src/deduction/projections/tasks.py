@@ -118,6 +118,7 @@ class TaskProjection(RowProjection):
         T.AgentCountsChanged,
         T.EngineUnreachable,
         T.EngineReachable,
+        T.EngineRunMissing,
     )
     columns = (
         "id", "scheme_id", "env_instance_id", "name", "description", "status",
@@ -152,6 +153,7 @@ class TaskProjection(RowProjection):
             "DeductionTask.UpdateDelivered": add("pending_updates", -1),
             "DeductionTask.AgentCountsChanged": _counts,
             "DeductionTask.EngineUnreachable": _unreachable,
+            "DeductionTask.EngineRunMissing": _unreachable,  # shown the same way: since, why
             "DeductionTask.EngineReachable": copy(engine_unreachable_since=None, engine_error=None),
         }  # fmt: skip
 

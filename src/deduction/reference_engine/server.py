@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,24 +44,40 @@ class ReferenceEngine:
     # -- operations that change runs (journaled) ----------------------------------------------
 
     def submit(self, body: dict[str, Any], key: str | None) -> tuple[str, bool]:
-        engine_task_id, created = self.sim.submit(body, key)
+        with self._frozen_clock() as at:
+            engine_task_id, created = self.sim.submit(body, key)
         if created:
-            self._record("submit", id=engine_task_id, key=key, body=body)
+            self._record("submit", at, id=engine_task_id, key=key, body=body)
         return engine_task_id, created
 
     def update(self, engine_task_id: str, changes: list[dict[str, Any]]) -> None:
-        self.sim.update(engine_task_id, changes)
-        self._record("update", id=engine_task_id, changes=changes)
+        with self._frozen_clock() as at:
+            self.sim.update(engine_task_id, changes)
+        self._record("update", at, id=engine_task_id, changes=changes)
 
     def stop(self, engine_task_id: str) -> str:
-        status = self.sim.stop(engine_task_id)
-        self._record("stop", id=engine_task_id)
+        with self._frozen_clock() as at:
+            status = self.sim.stop(engine_task_id)
+        self._record("stop", at, id=engine_task_id)
         return status
 
     def restart(self, engine_agent_id: str) -> int:
-        attempt = self.sim.restart(engine_agent_id)
-        self._record("restart", id=engine_agent_id)
+        with self._frozen_clock() as at:
+            attempt = self.sim.restart(engine_agent_id)
+        self._record("restart", at, id=engine_agent_id)
         return attempt
+
+    @contextlib.contextmanager
+    def _frozen_clock(self) -> Iterator[float]:
+        """One instant for a whole operation, the one journaled: a replay at that instant
+        makes exactly the same agents and lines."""
+        clock = self.sim.clock
+        at = clock()
+        self.sim.clock = lambda: at
+        try:
+            yield at
+        finally:
+            self.sim.clock = clock
 
     def set_knobs(self, changes: dict[str, Any]) -> Knobs:
         merged = msgspec.convert({**msgspec.structs.asdict(self.knobs), **changes}, Knobs)
@@ -71,25 +87,25 @@ class ReferenceEngine:
             raise ValueError(f"since_resolution must be one of {sorted(RESOLUTION_US)}")
         for name in msgspec.structs.asdict(merged):
             setattr(self.knobs, name, getattr(merged, name))  # agents share this object
-        self._record("knobs", changes=msgspec.structs.asdict(merged))
+        self._record("knobs", self.sim.clock(), changes=msgspec.structs.asdict(merged))
         return self.knobs
 
-    def _record(self, op: str, **fields: Any) -> None:
+    def _record(self, op: str, at: float, **fields: Any) -> None:
         if self.journal is not None:
-            self.journal.append({"op": op, "at": self.sim.clock(), **fields})
+            self.journal.append({"op": op, "at": at, **fields})
 
     def _restore(self) -> int:
         """Replay the journal at the recorded times; a new journal starts with the knobs."""
         assert self.journal is not None
         records = list(self.journal.records())
         if not records:
-            self._record("knobs", changes=msgspec.structs.asdict(self.knobs))
+            self._record("knobs", self.sim.clock(), changes=msgspec.structs.asdict(self.knobs))
             return 0
         clock, journal = self.sim.clock, self.journal
         self.journal = None  # replaying records nothing
         try:
             for record in records:
-                self.sim.clock = lambda at=float(record["at"]): at
+                self.sim.clock = _fixed(float(record["at"]))
                 self._apply(record)
         finally:
             self.sim.clock, self.journal = clock, journal
@@ -107,6 +123,10 @@ class ReferenceEngine:
             self.sim.stop(record["id"])
         elif op == "restart":
             self.sim.restart(record["id"])
+
+
+def _fixed(at: float) -> Callable[[], float]:
+    return lambda: at
 
 
 def _reply(data: Any, status: int = 200) -> web.Response:

@@ -16,6 +16,7 @@ from deduction.application.ports import (
     EngineLogs,
     EngineProtocolError,
     EngineRejectedError,
+    EngineRunNotFoundError,
     EngineSubmitted,
     EngineTaskStatus,
     EngineUnavailableError,
@@ -152,6 +153,8 @@ class HttpEngine:
                     return raw
                 if status < 500 and status not in _RETRYABLE_STATUS:
                     self.breaker.record_success()
+                    if status == 404 and _names_a_run(path):
+                        raise EngineRunNotFoundError(status, _message(raw))
                     raise EngineRejectedError(status, _message(raw))
                 failure = f"{method} {path}: the Engine answered {status}: {_message(raw)}"
             self.breaker.record_failure()
@@ -222,3 +225,10 @@ def _find_message(raw: bytes) -> str:
             if isinstance(message, str):
                 return message[:500]
     return str(body)[:300]
+
+
+def _names_a_run(path: str) -> bool:
+    """A 404 on a path naming a run or an agent (not the submit path) means the Engine does not
+    know that run; the restart route keeps its own meaning (no restart operation)."""
+    named = path.startswith(("/engine/task/", "/engine/agent/"))
+    return named and path != "/engine/task/submit" and not path.endswith("/restart")
