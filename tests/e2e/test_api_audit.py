@@ -169,7 +169,7 @@ async def test_history_pages_by_position_and_filters(task: dict[str, Any], catal
         "GET", f"{TASK}/{task['id']}/history", params={"operator": "carol"}
     )
     assert carol["data"] and {e["operator"] for e in carol["data"]} == {"carol"}
-    status, stops = await catalog.call(
+    _, stops = await catalog.call(
         "GET", f"{TASK}/{task['id']}/history", params={"change_type": "stop_request"}
     )
     assert [e["change_type"] for e in stops["data"]] == ["stop_request"]
