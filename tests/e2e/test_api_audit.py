@@ -12,8 +12,8 @@ from psycopg import AsyncConnection
 from deduction.adapters.audit_chain import extend_chain
 from deduction.application.audit_file import verify_file
 from deduction.application.service import DeductionApp
-from tests.conftest import Api
-from tests.e2e.conftest import TASK, log_lines, save_logs
+from tests.support.api import TASK, Api
+from tests.support.logs import log_lines, save_logs
 
 pytestmark = pytest.mark.slow
 
@@ -158,14 +158,14 @@ async def test_task_events_are_paged_filtered_and_logs_summarised(
 async def test_history_pages_by_position_and_filters(task: dict[str, Any], catalog: Api) -> None:
     """History entries carry their event's position; after/limit page them and filters apply."""
     await catalog.call("POST", f"{TASK}/{task['id']}/stop", headers={"X-Operator": "carol"})
-    status, full = await catalog.call("GET", f"{TASK}/{task['id']}/history")
+    _, full = await catalog.call("GET", f"{TASK}/{task['id']}/history")
     entries = full["data"]
     assert [e["position"] for e in entries] == [e["id"] for e in entries]
-    status, page = await catalog.call(
+    _, page = await catalog.call(
         "GET", f"{TASK}/{task['id']}/history", params={"after": entries[0]["position"], "limit": 1}
     )
     assert page["data"] == entries[1:2]
-    status, carol = await catalog.call(
+    _, carol = await catalog.call(
         "GET", f"{TASK}/{task['id']}/history", params={"operator": "carol"}
     )
     assert carol["data"] and {e["operator"] for e in carol["data"]} == {"carol"}

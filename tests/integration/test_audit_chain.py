@@ -13,17 +13,18 @@ from psycopg import AsyncConnection
 from deduction.adapters import audit_cli
 from deduction.adapters.audit_chain import create_chain_table, extend_chain
 from deduction.application.service import DeductionApp
-from tests.integration.helpers import append_logs, example_task, log_lines, seed_catalog
+from tests.support.logs import append_logs, mixed_log_lines
+from tests.support.plan import new_task, seed_catalog
 
 
 @pytest.fixture
 async def store(app: DeductionApp, db_url: str) -> tuple[str, int]:
     """A catalog, two tasks (one with log batches), all chained; (database url, task id)."""
     seed_catalog(app)
-    task_id = app.create_task(example_task(), "alice").data["task_id"]
-    app.create_task(example_task("other"), "bob")
+    task_id = app.create_task(new_task(), "alice").data["task_id"]
+    app.create_task(new_task("other"), "bob")
     execution_id = app.get_task(task_id).execution_ids[0]
-    append_logs(app, execution_id, task_id, [log_lines(5), log_lines(3, 5)])
+    append_logs(app, execution_id, task_id, [mixed_log_lines(5), mixed_log_lines(3, 5)])
     app.request_stop(task_id, "carol")
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
         await create_chain_table(conn)

@@ -172,7 +172,7 @@ def as_of_response(data: Any, position: int) -> Response[Any]:
 
 class AuditController(Controller):
     path = "/api/v1"
-    tags = ["audit"]
+    tags = ("audit",)
 
     @get(
         "/deduction/task/{task_id:str}/events",
