@@ -19,6 +19,7 @@ BENCHMARKS = (
     "commands",
     "projection_rebuild",
     "mixed_load",
+    "audit_trail",
 )
 
 

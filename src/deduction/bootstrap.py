@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
+from deduction.adapters.audit_chain import ChainWriter
 from deduction.adapters.postgres import (
     PROJECTIONS,
     READS,
@@ -50,6 +51,8 @@ async def open_services(
     app = await asyncio.to_thread(DeductionApp, env=env)
     runner = ProjectionRunner(with_timeouts(url, PROJECTIONS))
     await runner.setup()
+    chain = ChainWriter(with_timeouts(url, PROJECTIONS))  # the audit chain (D11)
+    await chain.setup()
     pool = AsyncConnectionPool(with_timeouts(url, READS), min_size=1, max_size=10, open=False,
                                kwargs={"autocommit": True})  # fmt: skip
     await pool.open(wait=True, timeout=30)
@@ -57,13 +60,15 @@ async def open_services(
     polls = ThreadPoolExecutor(settings.poll_threads, thread_name_prefix="poll")
     stop = asyncio.Event()
     runner_task = asyncio.create_task(runner.run(stop)) if run_projections else None
+    chain_task = asyncio.create_task(chain.run(stop)) if run_projections else None
     services = Services(settings, url, app, runner, pool, executor, polls)
     try:
         yield services
     finally:
         stop.set()
-        if runner_task:
-            await runner_task
+        for task in (runner_task, chain_task):
+            if task:
+                await task
         await pool.close()
         executor.shutdown(wait=True)
         polls.shutdown(wait=True)

@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +240,40 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("url", help="print the database URL (starting the embedded server if needed)")
     load = db_sub.add_parser("load-catalog", help="load a catalog JSON file (default: the demo)")
     load.add_argument("path", nargs="?", type=Path)
+    _add_audit_parser(sub)
     return parser
+
+
+def _add_audit_parser(sub: Any) -> None:
+    audit = sub.add_parser("audit", help="prove the record intact, export or replay a task")
+    audit_sub = audit.add_subparsers(dest="action", required=True)
+    verify = audit_sub.add_parser("verify", help="check the event chain; name the first change")
+    verify.add_argument("--task", type=int, help="only this task's events")
+    verify.add_argument("--checkpoint", help="POSITION:DIGEST from `audit checkpoint`")
+    verify.add_argument("--file", type=Path, help="check an export file (no database needed)")
+    audit_sub.add_parser("checkpoint", help="print the chain's head POSITION:DIGEST")
+    export = audit_sub.add_parser("export", help="write a task's events as JSON Lines")
+    export.add_argument("task_id", type=int)
+    export.add_argument("-o", "--output", type=Path, help="default: task-ID.audit.jsonl")
+    replay = audit_sub.add_parser("replay", help="print a task's timeline")
+    replay.add_argument("task_id", type=int)
+    replay.add_argument("--as-of", type=datetime.fromisoformat, help="RFC 3339: stop there")
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from deduction.adapters import audit_cli
+    from deduction.bootstrap import resolve_database_url
+
+    if args.action == "verify" and args.file:
+        return audit_cli.verify_export(args.file)
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    if args.action == "verify":
+        return await audit_cli.verify(url, args.task, args.checkpoint)
+    if args.action == "checkpoint":
+        return await audit_cli.print_checkpoint(url)
+    if args.action == "export":
+        return await audit_cli.export(url, args.task_id, args.output)
+    return await audit_cli.replay(url, args.task_id, args.as_of)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -264,6 +298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         coro = _projections_status(settings)
     elif args.command == "projections":
         coro = _projections_rebuild(settings, args.names)
+    elif args.command == "audit":
+        coro = _audit(settings, args)
     elif args.command == "db" and args.action == "url":
         coro = _db_url(settings)
     else:

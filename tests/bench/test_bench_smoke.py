@@ -60,3 +60,7 @@ def test_projection_rebuild(tmp_path: Path) -> None:
 
 def test_mixed_load(tmp_path: Path) -> None:
     check("mixed_load", tmp_path)
+
+
+def test_audit_trail(tmp_path: Path) -> None:
+    check("audit_trail", tmp_path)

@@ -130,6 +130,12 @@ class RowProjection(Projection):
 
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
         rows = await fetch_rows(conn, self.table, {e.originator_int for e in events})
+        changed = self.fold(rows, events)
+        await upsert(conn, self.table, self.columns, self.json_columns, changed.values())
+
+    def fold(self, rows: dict[int, Row], events: Iterable[EventRow]) -> dict[int, Row]:
+        """Apply events to rows in memory (the live table and state-as-of share this);
+        returns the rows changed."""
         handlers = self.handlers()
         changed: dict[int, Row] = {}
         row: Row | None
@@ -138,13 +144,14 @@ class RowProjection(Projection):
                 row = self.create_row(e)
                 rows[row["id"]] = row
             else:
-                row = rows.get(e.originator_int)
-                if row is None:
+                found = rows.get(e.originator_int)
+                if found is None:
                     continue  # cannot happen for a consistent store; never invent a row
+                row = found
                 handlers[e.name](row, e)
             row["update_at"], row["version"] = e.timestamp, e.version
             changed[row["id"]] = row
-        await upsert(conn, self.table, self.columns, self.json_columns, changed.values())
+        return changed
 
 
 def copy(**fields: object) -> Handler:

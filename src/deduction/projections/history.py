@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from psycopg import AsyncConnection, sql
@@ -35,7 +37,7 @@ DDL = [
 # What readers see of a history entry, in the order the API answers with.
 READ_COLUMNS = (
     "id", "deduction_task_id", "agent_execution_id", "change_type", "change_description",
-    "old_value", "new_value", "change_time", "operator", "create_at",
+    "old_value", "new_value", "change_time", "operator", "create_at", "position",
 )  # fmt: skip
 
 # change_type, description, old_value, new_value, agent_execution_id
@@ -131,6 +133,21 @@ _CHANGES: dict[str, Callable[[dict[str, Any]], Change]] = {
 }  # fmt: skip
 
 
+def history_row(e: EventRow) -> Row:
+    """The history entry of one event (the live table and state-as-of share this)."""
+    s = e.state
+    change_type, description, old, new, _ = _CHANGES[e.name](s)
+    is_agent = e.name.startswith("AgentExecution.")
+    return {
+        "id": e.notification_id,  # one history row per event: the ids replay identically
+        "deduction_task_id": s["task_id"] if is_agent else e.originator_int,
+        "agent_execution_id": e.originator_int if is_agent else None,
+        "change_type": change_type, "change_description": description[:256],
+        "old_value": old, "new_value": new, "change_time": e.timestamp,
+        "operator": s.get("operator"), "create_at": e.timestamp, "position": e.notification_id,
+    }  # fmt: skip
+
+
 class HistoryProjection(Projection):
     name = "history"
     ddl = DDL
@@ -144,23 +161,15 @@ class HistoryProjection(Projection):
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
         rows = []
         for e in events:
-            s = e.state
-            change_type, description, old, new, _ = _CHANGES[e.name](s)
-            is_agent = e.name.startswith("AgentExecution.")
+            r = history_row(e)
+            old, new = r["old_value"], r["new_value"]
             rows.append(
                 (
-                    e.notification_id,  # one history row per event: the ids replay identically
-                    s["task_id"] if is_agent else e.originator_int,
-                    change_type,
-                    description[:256],
-                    None if old is None else Jsonb(old),
-                    None if new is None else Jsonb(new),
-                    e.timestamp,
-                    s.get("operator"),
-                    e.originator_int if is_agent else None,
-                    e.timestamp,
+                    r["id"], r["deduction_task_id"], r["change_type"], r["change_description"],
+                    None if old is None else Jsonb(old), None if new is None else Jsonb(new),
+                    r["change_time"], r["operator"], r["agent_execution_id"], r["create_at"],
                 )
-            )
+            )  # fmt: skip
         async with conn.cursor() as cur:
             await cur.executemany(
                 "INSERT INTO deduction_task_history (id, deduction_task_id, change_type,"
@@ -170,26 +179,72 @@ class HistoryProjection(Projection):
             )
 
 
+@dataclass(frozen=True)
+class HistoryFilter:
+    """Which entries of a task's history to read: after a position, of a change type, by an
+    operator, within [start, end); at most `limit` (None: all)."""
+
+    after: int = 0
+    limit: int | None = None
+    change_type: str | None = None
+    operator: str | None = None
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def keeps(self, row: Row) -> bool:
+        """The same test in memory (for history rebuilt as of a moment)."""
+        return (
+            row["id"] > self.after
+            and (self.change_type is None or row["change_type"] == self.change_type)
+            and (self.operator is None or row["operator"] == self.operator)
+            and (self.start is None or row["change_time"] >= self.start)
+            and (self.end is None or row["change_time"] < self.end)
+        )
+
+
 class HistoryView(Protocol):
     """The queries the API makes of deduction_task_history."""
 
-    async def of_task(self, task_id: int) -> list[Row] | None: ...
+    async def of_task(
+        self, task_id: int, which: HistoryFilter = HistoryFilter()
+    ) -> list[Row] | None: ...
 
 
-_QUERY = sql.SQL(
-    "SELECT {} FROM deduction_task_history WHERE deduction_task_id = %s ORDER BY id"
-).format(sql.SQL(", ").join(map(sql.Identifier, READ_COLUMNS)))
+# An entry's id is the position of the event it came from (one entry per event).
+_SELECT = sql.SQL("SELECT {}, id AS position FROM deduction_task_history").format(
+    sql.SQL(", ").join(sql.Identifier(c) for c in READ_COLUMNS if c != "position")
+)
 _TASK_EXISTS = "SELECT 1 FROM deduction_task WHERE id = %s"
+
+
+def _history_query(task_id: int, which: HistoryFilter) -> tuple[sql.Composed, list[Any]]:
+    where = [sql.SQL("deduction_task_id = %s AND id > %s")]
+    params: list[Any] = [task_id, which.after]
+    for clause, value in (
+        ("change_type = %s", which.change_type), ("operator = %s", which.operator),
+        ("change_time >= %s", which.start), ("change_time < %s", which.end),
+    ):  # fmt: skip
+        if value is not None:
+            where.append(sql.SQL(clause))
+            params.append(value)
+    limit = sql.SQL("") if which.limit is None else sql.SQL(" LIMIT {}").format(which.limit)
+    query = sql.SQL("{} WHERE {} ORDER BY id{}").format(
+        _SELECT, sql.SQL(" AND ").join(where), limit
+    )
+    return query, params
 
 
 class PostgresHistoryView:
     def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
         self._pool = pool
 
-    async def of_task(self, task_id: int) -> list[Row] | None:
+    async def of_task(
+        self, task_id: int, which: HistoryFilter = HistoryFilter()
+    ) -> list[Row] | None:
         """The task's changes, oldest first; None when there is no such task."""
+        query, params = _history_query(task_id, which)
         async with self._pool.connection() as conn:
             cur = await conn.execute(_TASK_EXISTS, [task_id])
             if await cur.fetchone() is None:
                 return None
-            return await fetch_all(conn, _QUERY, [task_id])
+            return await fetch_all(conn, query, params)

@@ -17,6 +17,7 @@ from litestar.openapi.plugins import (
 )
 from litestar.response import Response
 
+from deduction.adapters.http.audit import AuditController
 from deduction.adapters.http.catalog import CATALOG_CONTROLLERS
 from deduction.adapters.http.deps import DEPENDENCIES, ReadViews
 from deduction.adapters.http.envelope import Envelope
@@ -115,6 +116,7 @@ def _litestar(state: State, max_body_bytes: int) -> Litestar:
             AgentExecutionController,
             LogController,
             HistoryController,
+            AuditController,
             *CATALOG_CONTROLLERS,
         ],
         before_request=answer_options,

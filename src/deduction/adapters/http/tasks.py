@@ -9,7 +9,7 @@ from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg
 
-from deduction.adapters.http import views
+from deduction.adapters.http import audit, views
 from deduction.adapters.http.bodies import strict_body
 from deduction.adapters.http.deps import ReadsDep, ServicesDep, dispatch
 from deduction.adapters.http.envelope import ok
@@ -110,9 +110,29 @@ class TaskController(Controller):
         items = [views.from_row(views.Task, r) for r in rows]
         return ok(views.TaskPage(total=total, page=page, size=size, items=items))
 
-    @get("/{task_id:str}", operation_id="getTask", responses=documented(404, 422, 503))
-    async def get_task(self, reads: ReadsDep, task_id: TaskId) -> Response[TaskDetailResponse]:
-        """Every column of the task and of each of its agent executions (in config order)."""
+    @get(
+        "/{task_id:str}",
+        operation_id="getTask",
+        responses=documented(404, 422, 503),
+        response_headers=audit.AS_OF_HEADERS,
+    )
+    async def get_task(
+        self,
+        reads: ReadsDep,
+        services: ServicesDep,
+        task_id: TaskId,
+        as_of: audit.AsOf = None,
+        as_of_position: audit.AsOfPosition = None,
+    ) -> Response[TaskDetailResponse]:
+        """Every column of the task and of each of its agent executions (in config order);
+        with as_of or as_of_position, as it was then (rebuilt from the events)."""
+        if as_of is not None or as_of_position is not None:
+            state = await audit.task_state(
+                audit.event_log(services), task_id, as_of, as_of_position
+            )
+            agents = [views.from_row(views.AgentExecution, r) for r in state.agents]
+            detail = views.from_row(views.TaskDetail, state.task or {}, agent_executions=agents)
+            return audit.as_of_response(detail, state.position)
         body = await reads.tasks.detail_json(task_id)
         if body is None:
             raise commands.NotFoundError("task", task_id)

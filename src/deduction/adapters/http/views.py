@@ -120,6 +120,8 @@ class HistoryEntry(msgspec.Struct):
     change_time: Timestamp
     operator: str | None
     create_at: Timestamp
+    position: int
+    """The event store position of the event this entry came from (GET .../events)."""
 
 
 class AgentMeta(msgspec.Struct):

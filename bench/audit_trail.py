@@ -1,0 +1,123 @@
+"""Auditors' reads: state as of a position on a task with 10,000 events (p99, beside the live
+detail read of the same task), and chain verification speed (events/s)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+
+from bench.common import Result, scratch_database, versions
+from deduction.adapters.audit_chain import create_chain_table, extend_chain, verify_store
+from deduction.adapters.audit_store import PostgresEventLog
+from deduction.adapters.http.audit import task_state
+from deduction.adapters.postgres import eventsourcing_env
+from deduction.application.catalog_import import demo_catalog, load_catalog
+from deduction.application.service import AgentConfig, DeductionApp, NewTask
+from deduction.projections.runner import ProjectionRunner
+from deduction.projections.tasks import PostgresTaskView
+
+
+def grow_task(app: DeductionApp, events: int, name: str = "audit") -> int:
+    """A task whose executions carry `events` progress reports, saved 500 at a time."""
+    agents = [AgentConfig(10001 + i % 2, "red", {"slot": i}) for i in range(10)]
+    task_id = app.create_task(NewTask(name, None, 1234567890, 9876543210, agents), "bench").data[
+        "task_id"
+    ]
+    executions = [app.get_execution(i) for i in app.get_task(task_id).execution_ids]
+    for ex in executions:
+        ex.change_status("running", "engine")
+    done = len(executions)
+    while done < events:
+        for ex in executions:
+            for _ in range(50):
+                ex.report_progress(1 + (ex.progress % 98))
+        app.save(*executions)
+        done += 50 * len(executions)
+    return task_id
+
+
+def percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def read_latencies(url: str, task_id: int, position: int, rounds: int) -> dict[str, Any]:
+    from psycopg_pool import AsyncConnectionPool
+
+    async with AsyncConnectionPool(
+        url, min_size=2, max_size=2, kwargs={"autocommit": True}
+    ) as pool:
+        log, tasks = PostgresEventLog(pool), PostgresTaskView(pool)
+        as_of, live = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await task_state(log, task_id, None, position)
+            as_of.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            await tasks.detail_json(task_id)
+            live.append((time.perf_counter() - started) * 1000)
+    return {"as_of": as_of, "live": live}
+
+
+async def chain(url: str) -> float:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await create_chain_table(conn)
+        started = time.perf_counter()
+        await extend_chain(conn)
+        return time.perf_counter() - started
+
+
+def run(smoke: bool = False) -> Result:
+    events, rounds, total = (500, 20, 2_000) if smoke else (10_000, 200, 1_000_000)
+    with scratch_database("audit") as url:
+        app = DeductionApp(env=eventsourcing_env(url))
+        try:
+            load_catalog(app, demo_catalog())
+            task_id = grow_task(app, events)
+            position = int(app.recorder.max_notification_id() or 0)
+            n = 0
+            while int(app.recorder.max_notification_id() or 0) < total:
+                grow_task(app, min(20_000, total), f"filler-{n}")
+                n += 1
+        finally:
+            app.close()
+        runner = ProjectionRunner(url)
+        asyncio.run(runner.setup())
+        asyncio.run(_catch_up(runner, url))
+        chain_s = asyncio.run(chain(url))
+        reads = asyncio.run(read_latencies(url, task_id, position, rounds))
+        with psycopg.connect(url) as conn:
+            started = time.perf_counter()
+            verdict = verify_store(conn)
+            verify_s = time.perf_counter() - started
+        assert verdict.intact, verdict.finding
+        ver = versions(url)
+    p99, live_p99 = percentile(reads["as_of"], 0.99), percentile(reads["live"], 0.99)
+    rate = verdict.checked / verify_s
+    return Result(
+        name="audit_trail",
+        parameters={"task_events": events, "rounds": rounds, "store_events": verdict.checked},
+        baseline=live_p99,
+        value=p99,
+        unit="ms p99",
+        baseline_label="live GET /task/{id} detail read of the same task",
+        target="as_of p99 <= 50 ms on 10,000 events; verify >= 100,000 events/s",
+        target_met=p99 <= 50 and rate >= 100_000,
+        higher_is_better=False,
+        extra={
+            "as_of_p50_ms": percentile(reads["as_of"], 0.5),
+            "live_p50_ms": percentile(reads["live"], 0.5),
+            "verify_events_per_s": round(rate),
+            "chain_write_events_per_s": round(verdict.checked / chain_s) if chain_s else None,
+        },
+        versions=ver,
+    )
+
+
+async def _catch_up(runner: ProjectionRunner, url: str) -> None:
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await runner.catch_up(conn)

@@ -1,0 +1,234 @@
+"""The audit chain table: written exactly once per event by `ChainWriter`, read by verify."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+from uuid import UUID
+
+import psycopg
+import structlog
+from psycopg import AsyncConnection, Connection
+
+from deduction.application.audit import StoredRecord, TaskStreams
+from deduction.application.audit_chain import GENESIS, ChainEntry, Slot, Verdict, digest, verify
+from deduction.application.audit_file import ChainedRecord, Exporter
+from deduction.projections.runner import CHANNEL, EVENTS_TABLE
+
+log = structlog.get_logger(__name__)
+CHAIN_TABLE = "audit_chain"
+DDL = [
+    f"""
+    CREATE TABLE IF NOT EXISTS {CHAIN_TABLE} (
+        position bigint PRIMARY KEY,
+        originator_id uuid NOT NULL,
+        originator_version bigint NOT NULL,
+        digest bytea NOT NULL
+    )
+    """,
+    (
+        f"CREATE INDEX IF NOT EXISTS idx_{CHAIN_TABLE}_originator"
+        f" ON {CHAIN_TABLE}(originator_id, originator_version)"
+    ),
+]
+_LOCK = 7412011  # one chain writer at a time, across processes
+PAGE = 5000
+FETCH = 10_000
+
+
+async def create_chain_table(conn: AsyncConnection[Any]) -> None:
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+        for statement in DDL:
+            await conn.execute(statement)
+
+
+async def chain_head(conn: AsyncConnection[Any]) -> tuple[int, bytes]:
+    cur = await conn.execute(
+        f"SELECT position, digest FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1"
+    )
+    row = await cur.fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+
+async def extend_chain(conn: AsyncConnection[Any], page: int = PAGE) -> int:
+    """Chain every event newer than the chain's head, a page per transaction; returns how
+    many were chained. The head is read under the lock, so no event is chained twice."""
+    chained = 0
+    while True:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
+            position, previous = await chain_head(conn)
+            cur = conn.cursor(binary=True)
+            await cur.execute(
+                f"SELECT notification_id, originator_id, originator_version, topic, state"
+                f" FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id"
+                " LIMIT %s",
+                [position, page],
+            )
+            rows = []
+            for p, oid, version, topic, state in await cur.fetchall():
+                previous = digest(previous, p, oid, version, topic, bytes(state))
+                rows.append((p, oid, version, previous))
+            async with cur.copy(
+                f"COPY {CHAIN_TABLE} (position, originator_id, originator_version, digest)"
+                " FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["bigint", "uuid", "bigint", "bytea"])
+                for r in rows:
+                    await copy.write_row(r)
+        chained += len(rows)
+        if len(rows) < page:
+            return chained
+
+
+class ChainWriter:
+    """Follows the event store and chains each new event (woken by the store's NOTIFY)."""
+
+    def __init__(self, database_url: str, idle_recheck: float = 1.0) -> None:
+        self._url, self._idle = database_url, idle_recheck
+
+    async def setup(self) -> None:
+        async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+            await create_chain_table(conn)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow until `stop`; a page under way when it is set is rolled back, not half-done."""
+        follower = asyncio.create_task(self._follow(stop))
+        await stop.wait()
+        follower.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    while not stop.is_set():
+                        await extend_chain(conn)
+                        async for _ in conn.notifies(timeout=self._idle, stop_after=1):
+                            pass
+            except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+                log.warning("audit_chain.connection_lost", error=str(e))
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+
+# -- verification (synchronous: a plain loop over two server-side cursors is fastest) --------
+
+
+def _stream(conn: Connection[Any], name: str, query: str, params: list[Any]) -> Iterator[Any]:
+    cur = conn.cursor(name=name, binary=True)
+    cur.itersize = FETCH
+    cur.execute(query, params)
+    yield from cur
+
+
+def _slots(events: Iterator[Any], entries: Iterator[Any]) -> Iterator[Slot]:
+    """Merge events and chain entries by position."""
+    e: Any = next(events, None)
+    c: Any = next(entries, None)
+    while e is not None or c is not None:
+        if c is None or (e is not None and e[0] < c[0]):
+            yield Slot(e[0], (e[1], e[2], e[3], bytes(e[4])), None)
+            e = next(events, None)
+        elif e is None or c[0] < e[0]:
+            yield Slot(c[0], None, _entry(c))
+            c = next(entries, None)
+        else:
+            yield Slot(e[0], (e[1], e[2], e[3], bytes(e[4])), _entry(c))
+            e, c = next(events, None), next(entries, None)
+
+
+def _entry(c: tuple[Any, ...]) -> ChainEntry:
+    previous = None if len(c) < 5 else GENESIS if c[4] is None else bytes(c[4])
+    return ChainEntry(c[0], c[1], c[2], bytes(c[3]), previous)
+
+
+def _locator(conn: Connection[Any]) -> Any:
+    def locate(oid: UUID, version: int) -> int | None:
+        row = conn.execute(
+            f"SELECT position FROM {CHAIN_TABLE} WHERE originator_id = %s"
+            " AND originator_version = %s",
+            [oid, version],
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    return locate
+
+
+_EVENTS = (
+    f"SELECT notification_id, originator_id, originator_version, topic, state"
+    f" FROM {EVENTS_TABLE} WHERE notification_id <= %s {{where}} ORDER BY notification_id"
+)
+_ENTRIES = (
+    f"SELECT c.position, c.originator_id, c.originator_version, c.digest{{previous}}"
+    f" FROM {CHAIN_TABLE} c WHERE c.position <= %s {{where}} ORDER BY c.position"
+)
+_PREVIOUS = (
+    f", (SELECT p.digest FROM {CHAIN_TABLE} p WHERE p.position < c.position"
+    " ORDER BY p.position DESC LIMIT 1)"
+)
+
+
+def verify_store(conn: Connection[Any], upto: int | None = None,
+                 task: TaskStreams | None = None) -> Verdict:  # fmt: skip
+    """Check the events up to `upto` (default: the chain's head) against the chain: all of
+    them, or only `task`'s (each against the chain entry before it)."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = conn.execute(f"SELECT coalesce(max(position), 0) FROM {CHAIN_TABLE}").fetchone()
+        head = int(row[0]) if row else 0
+        limit = head if upto is None else min(upto, head)
+        params: list[Any] = [limit]
+        where, previous = "", ""
+        if task is not None:
+            where, previous = "AND originator_id = ANY(%s)", _PREVIOUS
+            params.append(task.all_ids)
+        events = _stream(conn, "audit_events", _EVENTS.format(where=where), params)
+        entries = _stream(
+            conn,
+            "audit_entries",
+            _ENTRIES.format(where=where.replace("originator_id", "c.originator_id"),
+                            previous=previous),
+            params,
+        )  # fmt: skip
+        return verify(_slots(events, entries), _locator(conn), limit)
+
+
+def checkpoint(conn: Connection[Any]) -> tuple[int, bytes]:
+    """The chain's head: position and digest."""
+    row = conn.execute(
+        f"SELECT position, digest FROM {CHAIN_TABLE} ORDER BY position DESC LIMIT 1"
+    ).fetchone()
+    return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+
+# -- export -----------------------------------------------------------------------------------
+
+_EXPORT = (
+    f"SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,"
+    f" c.digest{_PREVIOUS} FROM {EVENTS_TABLE} e JOIN {CHAIN_TABLE} c"
+    " ON c.position = e.notification_id WHERE e.originator_id = ANY(%s)"
+    " AND e.notification_id > %s ORDER BY e.notification_id LIMIT %s"
+)
+
+
+async def export_task(conn: AsyncConnection[Any], task: TaskStreams) -> AsyncIterator[bytes]:
+    """The export file of a task, line by line: its chained events, then the manifest."""
+    exporter = Exporter(task.task_id, await chain_head(conn))
+    after = 0
+    while True:
+        cur = conn.cursor(binary=True)
+        await cur.execute(_EXPORT, [task.all_ids, after, PAGE])
+        rows = await cur.fetchall()
+        for p, oid, version, topic, state, own, previous in rows:
+            record = StoredRecord(p, oid, version, topic, bytes(state))
+            yield exporter.line(ChainedRecord(record, bytes(previous or GENESIS), bytes(own)))
+        if len(rows) < PAGE:
+            break
+        after = rows[-1][0]
+    yield exporter.manifest()

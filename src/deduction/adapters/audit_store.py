@@ -1,0 +1,98 @@
+"""The event store as auditors read it (`PostgresEventLog`, the application's EventLog port)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from deduction.application.audit import EventQuery, StoredRecord, TaskStreams
+from deduction.domain import AgentExecution, DeductionTask
+from deduction.projections.runner import EVENTS_TABLE
+
+# The event's own time, read from its stored JSON (the transcoder keeps plain JSON).
+_TIME = sql.SQL("(convert_from(state, 'UTF8')::json->>'timestamp')::timestamptz")
+_decoder = msgspec.json.Decoder()
+
+
+class _Created(msgspec.Struct):
+    """The fields of a Created event that tie aggregates together."""
+
+    task_id: int | None = None
+    execution_ids: list[int] = []
+
+
+def event_query(query: EventQuery, table: str = EVENTS_TABLE) -> tuple[sql.Composed, list[Any]]:
+    """SELECT of the stored events a query asks for, by position."""
+    where: list[sql.Composable] = [sql.SQL("notification_id > %s")]
+    params: list[Any] = [query.after]
+    if query.upto is not None:
+        where.append(sql.SQL("notification_id <= %s"))
+        params.append(query.upto)
+    if query.aggregate_ids is not None:
+        where.append(sql.SQL("originator_id = ANY(%s)"))
+        params.append(list(query.aggregate_ids))
+    if query.topics is not None:
+        where.append(sql.SQL("topic = ANY(%s)"))
+        params.append(list(query.topics))
+    if query.exclude_topics:
+        where.append(sql.SQL("topic <> ALL(%s)"))
+        params.append(list(query.exclude_topics))
+    if query.start is not None:
+        where.append(sql.SQL("{} >= %s").format(_TIME))
+        params.append(query.start)
+    if query.end is not None:
+        where.append(sql.SQL("{} < %s").format(_TIME))
+        params.append(query.end)
+    limit = sql.SQL("") if query.limit is None else sql.SQL(" LIMIT {}").format(query.limit)
+    statement = sql.SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}"
+        " WHERE {} ORDER BY notification_id{}"
+    ).format(sql.Identifier(table), sql.SQL(" AND ").join(where), limit)
+    return statement, params
+
+
+def record(row: tuple[Any, ...]) -> StoredRecord:
+    return StoredRecord(row[0], row[1], row[2], row[3], bytes(row[4]))
+
+
+class PostgresEventLog:
+    """Reads of the events table over the API's read pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], table: str = EVENTS_TABLE) -> None:
+        self._pool, self._table = pool, table
+        self._created = sql.SQL(
+            "SELECT state FROM {} WHERE originator_id = %s AND originator_version = 1"
+        ).format(sql.Identifier(table))
+        self._head = sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(
+            sql.Identifier(table)
+        )
+
+    async def select(self, query: EventQuery) -> list[StoredRecord]:
+        statement, params = event_query(query, self._table)
+        async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+            await cur.execute(statement, params)
+            return [record(r) for r in await cur.fetchall()]
+
+    async def _created_of(self, aggregate_id: UUID) -> _Created | None:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._created, [aggregate_id], prepare=True)
+            row = await cur.fetchone()
+        return None if row is None else msgspec.json.decode(bytes(row[0]), type=_Created)
+
+    async def task_streams(self, task_id: int) -> TaskStreams | None:
+        created = await self._created_of(DeductionTask.create_id(task_id))
+        return None if created is None else TaskStreams(task_id, tuple(created.execution_ids))
+
+    async def execution_task(self, execution_id: int) -> int | None:
+        created = await self._created_of(AgentExecution.create_id(execution_id))
+        return None if created is None else created.task_id
+
+    async def head(self) -> int:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(self._head)
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0

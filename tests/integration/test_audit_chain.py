@@ -1,0 +1,155 @@
+"""The audit chain: verify names the first event edited, deleted, inserted or reordered with
+SQL, and a checkpoint proves the record up to it unchanged."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import AsyncConnection
+
+from deduction.adapters import audit_cli
+from deduction.adapters.audit_chain import create_chain_table, extend_chain
+from deduction.application.service import DeductionApp
+from tests.support.logs import append_logs, mixed_log_lines
+from tests.support.plan import new_task, seed_catalog
+
+
+@pytest.fixture
+async def store(app: DeductionApp, db_url: str) -> tuple[str, int]:
+    """A catalog, two tasks (one with log batches), all chained; (database url, task id)."""
+    seed_catalog(app)
+    task_id = app.create_task(new_task(), "alice").data["task_id"]
+    app.create_task(new_task("other"), "bob")
+    execution_id = app.get_task(task_id).execution_ids[0]
+    append_logs(app, execution_id, task_id, [mixed_log_lines(5), mixed_log_lines(3, 5)])
+    app.request_stop(task_id, "carol")
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await create_chain_table(conn)
+        assert await extend_chain(conn, page=7) == len(positions(db_url))  # in pages
+        assert await extend_chain(conn) == 0  # exactly once
+    return db_url, task_id
+
+
+def sql(url: str, statement: str, params: list[object] | None = None) -> list[tuple[object, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+async def run_verify(url: str, task: int | None = None, mark: str | None = None) -> str:
+    out = io.StringIO()
+    await audit_cli.verify(url, task, mark, out)
+    return out.getvalue()
+
+
+def positions(url: str) -> list[int]:
+    return [int(r[0]) for r in sql(url, "SELECT notification_id FROM deduction_events ORDER BY 1")]
+
+
+async def test_an_intact_store_verifies(store: tuple[str, int]) -> None:
+    """Untouched, the whole chain and each task's part verify."""
+    url, task_id = store
+    assert (await run_verify(url)).startswith("OK the event store")
+    assert (await run_verify(url, task_id)).startswith(f"OK task {task_id}")
+
+
+@pytest.mark.parametrize("task_part", [False, True])
+async def test_an_edited_event_is_named(store: tuple[str, int], task_part: bool) -> None:
+    """Changing one byte of a stored event fails verify at exactly that position."""
+    url, task_id = store
+    target = positions(url)[-1]  # the stop, an event of the task
+    sql(url, "UPDATE deduction_events SET state = convert_to(replace(convert_from(state, 'UTF8'), 'carol', 'carl!'), 'UTF8')"
+        " WHERE notification_id = %s", [target])  # fmt: skip
+    text = await run_verify(url, task_id if task_part else None)
+    assert f"first edited at position {target}" in text
+
+
+async def test_a_deleted_event_is_named(store: tuple[str, int]) -> None:
+    url, _ = store
+    target = positions(url)[10]
+    sql(url, "DELETE FROM deduction_events WHERE notification_id = %s", [target])
+    assert f"first deleted at position {target}" in await run_verify(url)
+
+
+async def test_reordered_events_are_named(store: tuple[str, int]) -> None:
+    """Swapping two events' positions is found at the first of them."""
+    url, _ = store
+    a, b = positions(url)[4], positions(url)[6]
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute(
+            "UPDATE deduction_events SET notification_id = -1 WHERE notification_id = %s", [a]
+        )
+        conn.execute(
+            "UPDATE deduction_events SET notification_id = %s WHERE notification_id = %s", [a, b]
+        )
+        conn.execute(
+            "UPDATE deduction_events SET notification_id = %s WHERE notification_id = -1", [b]
+        )
+    text = await run_verify(url)
+    assert f"first reordered at position {a}" in text and f"chained at position {b}" in text
+
+
+def copy_event(
+    url: str,
+    source: int,
+    position: str = "nextval(pg_get_serial_sequence('deduction_events', 'notification_id'))",
+) -> None:
+    """Insert a copy of an event under a new aggregate id."""
+    sql(url, "INSERT INTO deduction_events (originator_id, originator_version, topic, state,"
+        f" notification_id) SELECT gen_random_uuid(), 1, topic, state, {position}"
+        " FROM deduction_events WHERE notification_id = %s", [source])  # fmt: skip
+
+
+async def test_an_inserted_event_is_named(store: tuple[str, int]) -> None:
+    """An event put into a gap of the positions (a rolled-back save leaves one) is found."""
+    url, _ = store
+    (gap,) = sql(
+        url, "SELECT nextval(pg_get_serial_sequence('deduction_events', 'notification_id'))"
+    )[0]
+    copy_event(url, positions(url)[0])  # a later, legitimate event
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        assert await extend_chain(conn) == 1
+    copy_event(url, positions(url)[1], str(int(gap)))
+    assert f"first inserted at position {gap}" in await run_verify(url)
+
+
+async def test_a_checkpoint_proves_the_record_up_to_it(
+    store: tuple[str, int], tmp_path: Path
+) -> None:
+    """verify --checkpoint passes on the untouched record and fails once events and chain
+    were both rewritten consistently (which verify alone cannot see)."""
+    url, _ = store
+    out = io.StringIO()
+    await audit_cli.print_checkpoint(url, out)
+    mark = out.getvalue().strip()
+    assert (await run_verify(url, None, mark)).startswith("OK")
+    first = positions(url)[0]
+    sql(
+        url,
+        "UPDATE deduction_events SET state = convert_to(replace(convert_from(state, 'UTF8'), 'alice', 'alicx'), 'UTF8')",
+    )
+    sql(url, "TRUNCATE audit_chain")
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        await extend_chain(conn)  # a forger re-chains everything
+    assert (await run_verify(url)).startswith("OK")
+    text = await run_verify(url, None, mark)
+    assert "FAILED" in text and "differs from the checkpoint" in text
+    assert first > 0
+
+
+async def test_export_then_verify_file_and_replay(store: tuple[str, int], tmp_path: Path) -> None:
+    """`audit export` writes a file `verify --file` accepts; `replay` prints the timeline."""
+    url, task_id = store
+    path = tmp_path / "t.jsonl"
+    assert await audit_cli.export(url, task_id, path, io.StringIO()) == 0
+    out = io.StringIO()
+    assert audit_cli.verify_export(path, out) == 0, out.getvalue()
+    path.write_bytes(path.read_bytes().replace(b"carol", b"carl!", 1))
+    assert audit_cli.verify_export(path, io.StringIO()) == 1
+    out = io.StringIO()
+    assert await audit_cli.replay(url, task_id, None, out) == 0
+    text = out.getvalue()
+    assert "DeductionTask.StopRequested" in text and "carol" in text and "5 log lines" in text
