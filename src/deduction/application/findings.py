@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from deduction.application.log_cursor import Cursor
 from deduction.application.ports import (
     EngineAgent,
     EngineError,
-    EngineLogLine,
     EngineRunNotFoundError,
     EngineTaskStatus,
 )
@@ -25,6 +25,20 @@ class ExecutionPlan:
     failed_at: datetime | None  # when the failed attempt was recorded (restart backoff)
     since: str | None
     drained: bool
+    cursor: Cursor = field(default_factory=Cursor)
+    log_version: int = 0  # the log stream's version the cursor was read at
+
+
+@dataclass
+class LogRead:
+    """What the reads of one agent's logs in one poll brought."""
+
+    version: int  # the log stream's version the reads started from
+    cursor: Cursor
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0  # lines that could not be read (broken, or without a time)
+    gaps: list[str] = field(default_factory=list)
+    complete: bool = False  # the last read brought nothing new: the Engine had nothing more
 
 
 @dataclass(frozen=True)
@@ -47,7 +61,7 @@ class PollReport:
     plan: PollPlan | None = None
     status: EngineTaskStatus | None = None
     error: EngineError | None = None
-    logs: dict[int, list[EngineLogLine]] = field(default_factory=dict)
+    logs: dict[int, LogRead] = field(default_factory=dict)
     restarted: set[int] = field(default_factory=set)
     cannot_restart: dict[int, str] = field(default_factory=dict)
     restart_supported: bool | None = None

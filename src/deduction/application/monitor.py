@@ -10,6 +10,7 @@ import structlog
 
 from deduction.application.findings import (
     ExecutionPlan,
+    LogRead,
     Outcome,
     PollPlan,
     PollReport,
@@ -18,17 +19,18 @@ from deduction.application.findings import (
 from deduction.application.ports import (
     Engine,
     EngineError,
-    EngineLogLine,
     EngineRejectedError,
     EngineRunNotFoundError,
     EngineUnavailableError,
     RestartUnsupportedError,
 )
+from deduction.application.log_cursor import Cursor, ingest
 from deduction.application.reports import EngineReports
 from deduction.domain.times import iso_utc, utc_now
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
+MAX_LOG_CALLS = 16  # reads of one agent's logs per poll; the next poll carries on
 
 
 class RunSync(Protocol):
@@ -130,28 +132,43 @@ class TaskMonitor:
 
     async def _fetch_logs(
         self, plan: PollPlan, engine_ids: dict[int, str | None], report: PollReport
-    ) -> dict[int, list[EngineLogLine]]:
-        """Logs of every paired agent not drained yet; a failed fetch is retried next poll."""
+    ) -> dict[int, LogRead]:
+        """Logs of every paired agent not drained yet; a failed read is retried next poll."""
         wanted = [ex for ex in plan.executions if engine_ids[ex.execution_id] and not ex.drained]
         results = await asyncio.gather(
             *(self._logs_of(ex, str(engine_ids[ex.execution_id]), report) for ex in wanted)
         )
-        return {ex.execution_id: lines for ex, lines in zip(wanted, results) if lines is not None}
+        return {ex.execution_id: got for ex, got in zip(wanted, results) if got is not None}
 
     async def _logs_of(
         self, ex: ExecutionPlan, engine_agent_id: str, report: PollReport
-    ) -> list[EngineLogLine] | None:
-        since = ex.since if ex.engine_agent_id == engine_agent_id else None
+    ) -> LogRead | None:
+        """Read while reads bring something new, within a budget of calls and lines."""
+        cursor = ex.cursor if ex.engine_agent_id == engine_agent_id else Cursor()
+        got = LogRead(ex.log_version, cursor)
+        budget = self.reports.max_lines
         async with self._log_slots:
-            try:
-                return await self.engine.agent_logs(engine_agent_id, since, self.reports.max_lines)
-            except EngineRunNotFoundError as e:
-                report.run_missing = e  # the Engine has lost the run (or this agent of it)
-                log.warning("agent.logs_run_missing", execution_id=ex.execution_id, error=str(e))
-                return None
-            except EngineError as e:
-                log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
-                return None
+            for _ in range(MAX_LOG_CALLS):
+                since = got.cursor.since()
+                try:
+                    page = await self.engine.agent_logs(engine_agent_id, since, budget)
+                except EngineRunNotFoundError as e:
+                    report.run_missing = e  # the Engine has lost the run (or this agent of it)
+                    log.warning("agent.logs_run_missing", execution_id=ex.execution_id, error=str(e))
+                    break
+                except EngineError as e:
+                    log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
+                    break
+                step = ingest(got.cursor, page, budget - len(got.lines), since)
+                got.cursor, got.complete = step.cursor, step.complete
+                got.lines += step.lines
+                got.skipped += step.skipped
+                got.gaps += [step.gap] if step.gap else []
+                if not step.progressed or len(got.lines) >= budget:
+                    break
+        if got.cursor == cursor and not got.complete:
+            return None
+        return got
 
     # -- update and stop ---------------------------------------------------------------------
 
@@ -164,6 +181,10 @@ class TaskMonitor:
                 break
             try:
                 await self.engine.update(plan.engine_task_id, plan.payload)
+            except EngineRejectedError as e:  # resending the same update cannot help
+                log.warning("task.update_rejected", task_id=task_id, error=str(e))
+                record = self.reports.record_update_rejected
+                return await self._run(record, task_id, plan.update_ids, e.detail)  # type: ignore[no-any-return]
             except EngineError as e:
                 log.warning("task.update_failed", task_id=task_id, error=str(e))
                 break

@@ -154,7 +154,17 @@ class EngineSubmitted(msgspec.Struct):
 
 
 class EngineLogs(msgspec.Struct):
-    logs: list[EngineLogLine]
+    """A logs answer with each line left undecoded, so one bad line does not spoil the page."""
+
+    logs: list[msgspec.Raw]
+
+
+@dataclass(frozen=True)
+class EngineLogPage:
+    """One logs answer in the Engine's order: each line decoded, or its raw bytes when it
+    could not be."""
+
+    entries: list[EngineLogLine | bytes]
 
 
 class EngineError(Exception):
@@ -202,7 +212,7 @@ class Engine(Protocol):
 
     async def agent_logs(
         self, engine_agent_id: str, since: str | None, limit: int | None = None
-    ) -> list[EngineLogLine]: ...
+    ) -> EngineLogPage: ...
 
     async def update(self, engine_task_id: str, payload: dict[str, Any]) -> None: ...
 

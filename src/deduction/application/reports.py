@@ -15,6 +15,7 @@ from eventsourcing.domain import Aggregate
 
 from deduction.application.findings import (
     ExecutionPlan,
+    LogRead,
     Outcome,
     PollPlan,
     PollReport,
@@ -23,11 +24,10 @@ from deduction.application.findings import (
     match_agents,
 )
 from deduction.application.group_save import GroupSave
-from deduction.application.log_cursor import Cursor, advance, batches, ingest
+from deduction.application.log_cursor import Cursor, batches
 from deduction.application.ports import (
     EngineAgent,
     EngineError,
-    EngineLogLine,
     EngineRejectedError,
     EngineRunNotFoundError,
     EngineUnavailableError,
@@ -160,7 +160,7 @@ class EngineReports:
         for ex in executions:
             if not ex.is_ended:
                 ex.change_status("failed", "system", error=reason[:2000])
-        task.change_status("failed", reason[:2000], "system")
+        task.fail_abandoned(reason[:2000])
 
     def _engine_failed(
         self, task: DeductionTask, executions: list[AgentExecution], error: EngineError
@@ -254,6 +254,15 @@ class EngineReports:
         agents = [{"engine_agent_id": ex.engine_agent_id, "params": ex.params} for ex in executions]
         return UpdatePlan(task.engine_task_id, {"agents": agents}, sorted(task.pending_updates))
 
+    def record_update_rejected(self, task_id: int, update_ids: list[int], error: str) -> Outcome:
+        def command() -> Outcome:
+            task = self.app.get_task(task_id)
+            for update_id in update_ids:
+                task.record_update_rejected(update_id, error)
+            return self._outcome(self._save(task), task)
+
+        return retry_on_conflict(command)
+
     def record_update_delivered(self, task_id: int, update_ids: list[int]) -> Outcome:
         def command() -> Outcome:
             task = self.app.get_task(task_id)
@@ -287,7 +296,7 @@ class EngineReports:
             plans.append(ExecutionPlan(
                 ex.execution_id, ex.engine_agent_id, ex.is_ended, ex.awaiting_restart,
                 ex.retry_count, ex.modified_on if ex.awaiting_restart else None,
-                cursor.since(), cursor.drained,
+                cursor.since(), cursor.drained, cursor, cursors[ex.execution_id][0],
             ))  # fmt: skip
         return PollPlan(task_id, task.engine_task_id, task.is_ended, task.needs_engine_stop, plans,
                         loaded=(task, executions, cursors))  # fmt: skip
@@ -318,11 +327,11 @@ class EngineReports:
                 self._apply_status(task, executions, matched, report)
         events: list[ExecutionLog.LogsReceived] = []
         by_id = {ex.execution_id: ex for ex in executions}
-        for execution_id, lines in report.logs.items():
+        for execution_id, read in report.logs.items():
             ex = by_id[execution_id]
-            drained = ex.is_ended and not task.needs_engine_stop
+            drained = ex.is_ended and not task.needs_engine_stop and read.complete
             stream = cursors.get(execution_id) or self.cursor(execution_id)
-            events += self._log_events(ex, stream, lines, drained)
+            events += self._log_events(ex, stream, read, drained)
         position = self._save(task, *executions, *events)
         return self._outcome(position, task, sum(len(e.lines) for e in events))
 
@@ -346,32 +355,25 @@ class EngineReports:
         task.settle(executions)
 
     def _log_events(
-        self,
-        ex: AgentExecution,
-        stream: tuple[int, Cursor],
-        lines: list[EngineLogLine],
-        drained: bool,
+        self, ex: AgentExecution, stream: tuple[int, Cursor], read: LogRead, drained: bool
     ) -> list[ExecutionLog.LogsReceived]:
+        """The read's lines in batches, each carrying the cursor reached (they are saved
+        together); lines that could not be read and gaps go on the execution, visibly."""
         version, cursor = stream
-        if cursor.drained:
-            return []  # the agent ended and its logs were read once more after that
-        got = ingest(cursor, lines, self.max_lines)
-        if got.unreadable:
-            log.warning("logs.unreadable_timestamps", execution_id=ex.execution_id,
-                        lines=got.unreadable)  # fmt: skip
-        drained = drained and not got.truncated
-        if not got.lines and not drained:
+        if cursor.drained or version != read.version:
+            return []  # drained already, or another poll stored logs meanwhile: read again
+        if read.skipped:
+            ex.record_log_lines_skipped(read.skipped)
+            log.warning("logs.lines_skipped", execution_id=ex.execution_id, lines=read.skipped)
+        for gap in read.gaps:
+            ex.record_log_gap(gap)
+            log.warning("logs.gap", execution_id=ex.execution_id, gap=gap)
+        final = replace(read.cursor, drained=drained)
+        if not read.lines and final == cursor:
             return []
-        events = []
-        chunks = batches(list(zip(got.lines, got.seqs)), self.batch_size) or [[]]
-        for i, chunk in enumerate(chunks):
-            cursor = advance(cursor, [line for line, _ in chunk], [seq for _, seq in chunk])
-            if drained and i == len(chunks) - 1:
-                cursor = replace(cursor, drained=True)
-            lines_of_chunk = [line for line, _ in chunk]
-            events.append(
-                ExecutionLog.batch(
-                    version + 1 + i, ex.execution_id, ex.task_id, lines_of_chunk, cursor.to_dict()
-                )
-            )
-        return events
+        chunks = batches(read.lines, self.batch_size) or [[]]
+        return [
+            ExecutionLog.batch(version + 1 + i, ex.execution_id, ex.task_id, chunk,
+                               final.to_dict())  # fmt: skip
+            for i, chunk in enumerate(chunks)
+        ]

@@ -63,6 +63,22 @@ class AgentExecution(Aggregate):
         attempt: int
         operator: str
 
+    class LogLinesSkipped(Aggregate.Event):
+        """Log lines the Engine sent that could not be read (broken, or without a time)."""
+
+        task_id: int
+        agent_name: str
+        count: int
+        operator: str
+
+    class LogGapRecorded(Aggregate.Event):
+        """Log lines the Engine holds that no read under its API can give."""
+
+        task_id: int
+        agent_name: str
+        detail: str
+        operator: str
+
     @staticmethod
     def create_id(execution_id: int) -> UUID:
         return UUID(int=execution_id)
@@ -187,6 +203,26 @@ class AgentExecution(Aggregate):
         self.progress = 0
 
     awaiting_restart = False
+
+    # -- logs that could not be stored -------------------------------------------------------
+
+    def record_log_lines_skipped(self, lines: int) -> None:
+        if lines > 0:
+            self._log_lines_skipped(self.task_id, self.agent_name, lines, "system")
+
+    @event(LogLinesSkipped)
+    def _log_lines_skipped(self, task_id: int, agent_name: str, count: int, operator: str) -> None:
+        self.log_lines_skipped = self.log_lines_skipped + count
+
+    def record_log_gap(self, detail: str) -> None:
+        self._log_gap_recorded(self.task_id, self.agent_name, detail[:1000], "system")
+
+    @event(LogGapRecorded)
+    def _log_gap_recorded(self, task_id: int, agent_name: str, detail: str, operator: str) -> None:
+        self.log_gaps = self.log_gaps + 1
+
+    log_lines_skipped = 0
+    log_gaps = 0
 
     # -- what the Engine reports -------------------------------------------------------------
 

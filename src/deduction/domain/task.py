@@ -57,6 +57,11 @@ class DeductionTask(Aggregate):
         update_id: int
         operator: str
 
+    class UpdateRejected(Aggregate.Event):
+        update_id: int
+        error: str
+        operator: str
+
     class AgentCountsChanged(Aggregate.Event):
         total: int
         completed: int
@@ -167,6 +172,13 @@ class DeductionTask(Aggregate):
     def _stop_requested(self, operator: str) -> None:
         self.stop_requested = True
 
+    def fail_abandoned(self, reason: str) -> None:
+        """Fail a task whose Engine run may still go on: the Engine is told to stop it once
+        it answers again."""
+        self.change_status("failed", reason, "system")
+        if self.engine_task_id is not None and not self.stop_requested:
+            self._stop_requested("system")
+
     @property
     def needs_engine_stop(self) -> bool:
         return self.stop_requested and not self.stop_delivered and self.engine_task_id is not None
@@ -198,6 +210,15 @@ class DeductionTask(Aggregate):
 
     @event(UpdateDelivered)
     def _update_delivered(self, update_id: int, operator: str) -> None:
+        self.pending_updates.pop(update_id, None)
+
+    def record_update_rejected(self, update_id: int, error: str) -> None:
+        """The Engine refused the update (4xx): sending it again cannot help."""
+        if update_id in self.pending_updates:
+            self._update_rejected(update_id, error[:1000], "engine")
+
+    @event(UpdateRejected)
+    def _update_rejected(self, update_id: int, error: str, operator: str) -> None:
         self.pending_updates.pop(update_id, None)
 
     # -- progress bookkeeping ----------------------------------------------------------------

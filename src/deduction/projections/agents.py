@@ -31,6 +31,8 @@ DDL = [
         error_message text,
         retry_count integer NOT NULL DEFAULT 0,
         max_retry integer NOT NULL DEFAULT 3,
+        log_lines_skipped integer NOT NULL DEFAULT 0,
+        log_gaps integer NOT NULL DEFAULT 0,
         create_at timestamptz NOT NULL,
         update_at timestamptz NOT NULL,
         seq integer NOT NULL,
@@ -49,7 +51,8 @@ DDL = [
 READ_COLUMNS = (
     "id", "deduction_task_id", "seq", "agent_meta_id", "agent_name", "agent_load", "side",
     "params", "status", "engine_agent_id", "progress", "start_time", "end_time", "result",
-    "error_message", "retry_count", "max_retry", "create_at", "update_at",
+    "error_message", "retry_count", "max_retry", "create_at", "update_at", "log_lines_skipped",
+    "log_gaps",
 )  # fmt: skip
 TIME_COLUMNS = frozenset({"start_time", "end_time", "create_at", "update_at"})
 
@@ -72,6 +75,14 @@ def _restarted(row: Row, e: EventRow) -> None:
     row["progress"], row["end_time"] = 0, None
 
 
+def _lines_skipped(row: Row, e: EventRow) -> None:
+    row["log_lines_skipped"] += e.state["count"]
+
+
+def _gap(row: Row, e: EventRow) -> None:
+    row["log_gaps"] += 1
+
+
 class AgentProjection(RowProjection):
     name = "agents"
     ddl = DDL
@@ -86,11 +97,14 @@ class AgentProjection(RowProjection):
         A.ProgressReported,
         A.AttemptFailed,
         A.Restarted,
+        A.LogLinesSkipped,
+        A.LogGapRecorded,
     )
     columns = (
         "id", "deduction_task_id", "agent_meta_id", "agent_name", "agent_load", "side",
         "params", "status", "engine_agent_id", "progress", "start_time", "end_time", "result",
-        "error_message", "retry_count", "max_retry", "create_at", "update_at", "seq", "version",
+        "error_message", "retry_count", "max_retry", "log_lines_skipped", "log_gaps",
+        "create_at", "update_at", "seq", "version",
     )  # fmt: skip
 
     def create_row(self, e: EventRow) -> Row:
@@ -101,7 +115,8 @@ class AgentProjection(RowProjection):
             "agent_load": s["agent_load"], "side": s["side"], "params": s["params"],
             "status": "pending", "engine_agent_id": None, "progress": 0, "start_time": None,
             "end_time": None, "result": None, "error_message": None, "retry_count": 0,
-            "max_retry": s["max_retry"], "create_at": e.timestamp, "seq": s["seq"],
+            "max_retry": s["max_retry"], "log_lines_skipped": 0, "log_gaps": 0,
+            "create_at": e.timestamp, "seq": s["seq"],
         }  # fmt: skip
 
     def handlers(self) -> dict[str, Handler]:
@@ -112,6 +127,8 @@ class AgentProjection(RowProjection):
             "AgentExecution.ProgressReported": copy(progress="$progress"),
             "AgentExecution.AttemptFailed": copy(retry_count="$attempt", error_message="$error"),
             "AgentExecution.Restarted": _restarted,
+            "AgentExecution.LogLinesSkipped": _lines_skipped,
+            "AgentExecution.LogGapRecorded": _gap,
         }
 
 

@@ -119,6 +119,18 @@ _CHANGES: dict[str, Callable[[dict[str, Any]], Change]] = {
     "DeductionTask.EngineReachable": lambda s: (
         "engine_connectivity", "the Engine is reachable again", None, None, None
     ),
+    "DeductionTask.UpdateRejected": lambda s: (
+        "config_update", f"update rejected by the Engine: {s['error']}"[:256], None,
+        {"update_id": s["update_id"], "error": s["error"]}, None,
+    ),
+    "AgentExecution.LogLinesSkipped": lambda s: (
+        "log_gap", f"{s['count']} log lines of {s['agent_name']} could not be read"
+        " (broken, or without a time) and were skipped", None, {"lines": s["count"]}, None,
+    ),
+    "AgentExecution.LogGapRecorded": lambda s: (
+        "log_gap", f"{s['agent_name']}: {s['detail']}"[:256], None, {"detail": s["detail"]},
+        None,
+    ),
     "AgentExecution.ConfigUpdated": _config,
     "AgentExecution.StatusChanged": _agent_status,
     "AgentExecution.AttemptFailed": lambda s: (
@@ -154,8 +166,9 @@ class HistoryProjection(Projection):
     tables = ("deduction_task_history",)
     events = (
         T.Created, T.Submitted, T.StatusChanged, T.StopRequested, T.StopDelivered,
-        T.UpdateDelivered, T.EngineUnreachable, T.EngineReachable, T.EngineRunMissing,
-        A.ConfigUpdated, A.StatusChanged, A.AttemptFailed, A.Restarted,
+        T.UpdateDelivered, T.UpdateRejected, T.EngineUnreachable, T.EngineReachable,
+        T.EngineRunMissing, A.ConfigUpdated, A.StatusChanged, A.AttemptFailed, A.Restarted,
+        A.LogLinesSkipped, A.LogGapRecorded,
     )  # fmt: skip
 
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:

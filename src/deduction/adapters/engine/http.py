@@ -13,6 +13,7 @@ import structlog
 from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy
 from deduction.application.ports import (
     EngineLogLine,
+    EngineLogPage,
     EngineLogs,
     EngineProtocolError,
     EngineRejectedError,
@@ -58,6 +59,7 @@ class HttpEngine:
         self._submitted = msgspec.json.Decoder(EngineSubmitted)
         self._status = msgspec.json.Decoder(EngineTaskStatus)
         self._logs = msgspec.json.Decoder(EngineLogs)
+        self._line = msgspec.json.Decoder(EngineLogLine)
         self.restart_supported: bool | None = None
         self.last_failure = "none"
 
@@ -76,10 +78,18 @@ class HttpEngine:
 
     async def agent_logs(
         self, engine_agent_id: str, since: str | None, limit: int | None = None
-    ) -> list[EngineLogLine]:
+    ) -> EngineLogPage:
+        """The page's lines decoded one by one: a line that breaks the contract (no time,
+        a numeric level, invalid UTF-8, ...) is counted, not allowed to reject the page."""
         params = {k: str(v) for k, v in (("since", since), ("limit", limit)) if v is not None}
         raw = await self._call("GET", f"/engine/agent/{_seg(engine_agent_id)}/logs", params=params)
-        return self._decode(self._logs, raw, "logs").logs
+        entries: list[EngineLogLine | bytes] = []
+        for item in self._decode(self._logs, raw, "logs").logs:
+            try:
+                entries.append(self._line.decode(item))
+            except msgspec.DecodeError:
+                entries.append(bytes(item))
+        return EngineLogPage(entries)
 
     async def update(self, engine_task_id: str, payload: dict[str, Any]) -> None:
         await self._call("PUT", f"/engine/task/{_seg(engine_task_id)}/update", body=payload)

@@ -51,6 +51,10 @@ class AgentExecution(msgspec.Struct):
     max_retry: int
     create_at: Timestamp
     update_at: Timestamp
+    log_lines_skipped: int = 0
+    """Log lines the Engine sent that could not be read (broken, or without a time)."""
+    log_gaps: int = 0
+    """Spans of log lines the Engine holds that its API cannot give (see the history)."""
 
 
 class Task(msgspec.Struct):
