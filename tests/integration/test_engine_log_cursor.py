@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deduction.application.log_cursor import Cursor, ingest, normalise
-from deduction.domain.times import parse_time
 from deduction.application.ports import EngineLogLine, EngineLogPage
+from deduction.domain.times import parse_time
 
 T0 = datetime(2025, 11, 12, 10, 0, tzinfo=UTC)
 
@@ -101,17 +101,59 @@ def test_lines_are_normalised_to_the_stored_shape() -> None:
     assert huge["message"].endswith("more characters]")
 
 
-def test_unreadable_timestamps_are_counted_not_stored() -> None:
-    got = ingest(Cursor(), [EngineLogLine(timestamp="?"), EngineLogLine(timestamp=0)], 100)
-    assert (len(got.lines), got.unreadable) == (1, 1)
+def test_unreadable_lines_are_counted_and_unset_clocks_stored() -> None:
+    page = EngineLogPage([EngineLogLine(timestamp="?"), EngineLogLine(timestamp=0), b"\xff"])
+    got = ingest(Cursor(), page, 100)
+    assert (len(got.lines), got.skipped) == (1, 2)
+    assert got.lines[0]["timestamp"] == "1970-01-01T00:00:00.000000Z"
 
 
 def test_a_poll_is_cut_between_two_timestamps_only() -> None:
     lines = [EngineLogLine(timestamp=f"2025-01-01T00:00:0{i // 3}Z", message=str(i))
              for i in range(9)]  # fmt: skip
-    got = ingest(Cursor(), lines, 4)
-    assert len(got.lines) == 6 and got.truncated  # the second instant's three lines stay together
-    cursor = advance(Cursor(), got.lines, got.seqs)
-    assert cursor.ts == "2025-01-01T00:00:01.000000Z" and sum(cursor.tail.values()) == 3
-    rest = ingest(cursor, lines, 4)
-    assert [x["message"] for x in rest.lines] == ["6", "7", "8"] and not rest.truncated
+    got = ingest(Cursor(), EngineLogPage(list(lines)), 4)
+    assert len(got.lines) == 6 and not got.complete  # the second instant's lines stay together
+    assert got.cursor.ts == "2025-01-01T00:00:01.000000Z" and sum(got.cursor.tail.values()) == 3
+    rest = ingest(got.cursor, EngineLogPage(list(lines)), 4)
+    assert [x["message"] for x in rest.lines] == ["6", "7", "8"]
+
+
+def test_an_answer_out_of_time_order_is_stored_once() -> None:
+    lines = [EngineLogLine(timestamp=f"2025-01-01T00:00:0{i % 3}Z", message=str(i))
+             for i in (5, 0, 4, 1, 3, 2)]  # fmt: skip
+    got = ingest(Cursor(), EngineLogPage(list(lines)), 100)
+    assert sorted(x["message"] for x in got.lines) == ["0", "1", "2", "3", "4", "5"]
+    again = ingest(got.cursor, EngineLogPage(list(reversed(lines))), 100, got.cursor.since())
+    assert again.lines == [] and again.gap is None
+
+
+def test_a_line_without_a_time_first_in_an_answer_is_not_stored_twice() -> None:
+    """An exclusive Engine's answer may open with an unset-clock line stored before."""
+    a = EngineLogLine(timestamp="2025-01-01T00:00:00.001Z", message="a")
+    z = EngineLogLine(timestamp="0001-01-01T00:00:00Z", message="z")
+    b = EngineLogLine(timestamp="2025-01-01T00:00:00.002Z", message="b")
+    first = ingest(Cursor(), EngineLogPage([a, z]), 100)
+    assert [x["message"] for x in first.lines] == ["a", "z"]
+    since = first.cursor.since()
+    second = ingest(first.cursor, EngineLogPage([z, b]), 100, since)  # exclusive: `a` is gone
+    third = ingest(second.cursor, EngineLogPage([z, b]), 100, second.cursor.since())
+    assert [x["message"] for x in second.lines + third.lines] == ["b"]
+
+
+def test_full_pages_of_stored_lines_at_one_instant_become_a_gap_of_known_size() -> None:
+    """Numbered lines: the jump in numbers after the over-full instant is the gap's size."""
+    at = "2025-01-01T00:00:00.005Z"
+    burst = [EngineLogLine(timestamp=at, message=f"w{i}", seq=i) for i in range(30)]
+    later = [EngineLogLine(timestamp="2025-01-01T00:00:01Z", message="x", seq=30)]
+
+    def engine(since: str | None) -> EngineLogPage:
+        lines = [x for x in burst + later if since is None or str(x.timestamp) >= since[:23]]
+        return EngineLogPage(list(lines[:10]))  # an unannounced cap of 10
+
+    cursor, stored, gaps = Cursor(), [], []
+    for _ in range(12):
+        since = cursor.since()
+        got = ingest(cursor, engine(since), 100, since, ended=True)
+        cursor, stored, gaps = got.cursor, stored + got.lines, gaps + [got.gap] * bool(got.gap)
+    assert len(stored) == 11 and stored[-1]["message"] == "x"
+    assert [(g.lines, g.start) for g in gaps] == [(20, "2025-01-01T00:00:00.005000Z")]

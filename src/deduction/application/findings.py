@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from deduction.application.log_cursor import Cursor
+from deduction.application.log_cursor import Cursor, Gap
 from deduction.application.ports import (
     EngineAgent,
     EngineError,
@@ -37,7 +37,7 @@ class LogRead:
     cursor: Cursor
     lines: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # lines that could not be read (broken, or without a time)
-    gaps: list[str] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
     complete: bool = False  # the last read brought nothing new: the Engine had nothing more
 
 

@@ -7,10 +7,11 @@ remembers the newest timestamp stored (`ts`) and the fingerprints of the lines s
 exclusive one without it, and the cursor records which (`mode`); an exclusive Engine is then
 asked 1 µs before `ts`. Answers reaching back before `since` reveal a coarser comparison
 (`grain`). Lines before `ts` are dropped, lines at `ts` are matched against the tail by count,
-later lines are new. A line without a usable time (broken, or Go's zero time) takes the time
-of its neighbours in the answer, so it is neither lost nor stored twice. When whole answers
-of stored lines come back twice, more lines share one instant than the Engine will return:
-no 4.1 client can read the rest, so the cursor moves past that instant and says so (a gap).
+later lines are new. A line without a usable time (broken, or Go's zero time) is ordered at the
+time of the line before it in the answer (or at `ts`), so it is neither lost nor stored twice.
+When full answers of stored lines come back twice, more lines share one instant (at the
+Engine's grain) than it will return: no 4.1 client can read the rest, so the cursor moves past
+that instant and says so (a gap, of exact size when the Engine numbers its lines).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ ONE_US = timedelta(microseconds=1)
 MIN_PAGE = 5  # an answer this short is never taken for a full page
 GRAINS_US = (1_000, 1_000_000, 60_000_000, 3_600_000_000, 86_400_000_000)
 _EPOCH_YEAR = 1971  # earlier times are unset clocks (Go's zero time, epoch 0), not real times
+_FIRST = "0001-01-01T00:00:00.000000Z"
 
 
 @dataclass(frozen=True)
@@ -43,32 +45,40 @@ class Cursor:
     mode: str | None = None  # the Engine's `since`: "inclusive" or "exclusive", once learnt
     grain: int = 1  # µs: the resolution at which the Engine compares `since`, once learnt
     page: int = 0  # the longest answer seen: the Engine's page size, if it has one
+    capped: bool = False  # a read from the start came back `page` long: the Engine cuts there
+    probing: bool = False  # the next read is from the start, to tell a cut from the end
+    count: int = 0  # entries taken so far (stored or skipped)
     after: str | None = None  # lines before this instant are past a gap
     stalls: int = 0  # consecutive full answers of stored lines
+    gap_seq: int | None = None  # the last number stored before an open gap
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Cursor:
         if not raw:
             return cls()
-        return cls(raw.get("ts"), dict(raw.get("tail") or {}), raw.get("seq"),
-                   bool(raw.get("drained")), raw.get("mode"), int(raw.get("grain") or 1),
-                   int(raw.get("page") or 0), raw.get("after"),
-                   int(raw.get("stalls") or 0))  # fmt: skip
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        known["tail"] = dict(known.get("tail") or {})
+        return cls(**known)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ts": self.ts, "tail": self.tail}
         for name, default in (("seq", None), ("drained", False), ("mode", None), ("grain", 1),
-                              ("page", 0), ("after", None), ("stalls", 0)):  # fmt: skip
+                              ("page", 0), ("capped", False), ("probing", False),
+                              ("count", 0), ("after", None), ("stalls", 0), ("gap_seq", None)):  # fmt: skip
             if getattr(self, name) != default:
                 out[name] = getattr(self, name)
         return out
 
     def since(self) -> str | None:
         """The `since` to ask for next."""
-        if self.ts is None:
+        if self.ts is None or self.probing:
             return None
-        at = parse_time(self.after or self.ts)
-        if self.mode == "exclusive":
+        if self.after is not None:  # past a gap: an exclusive Engine cutting `since` to its
+            at = parse_time(self.after)  # grain is asked the boundary itself
+            coarse = self.grain > 1
+        else:
+            at, coarse = parse_time(self.ts), False
+        if self.mode == "exclusive" and not coarse:
             try:
                 at -= ONE_US
             except OverflowError:
@@ -76,13 +86,29 @@ class Cursor:
         return rfc3339_short(at)
 
 
+@dataclass(frozen=True)
+class Gap:
+    """Lines the Engine holds that no read under 4.1 can give."""
+
+    start: str  # stored lines end at this instant...
+    end: str  # ...and reading goes on from this one
+    lines: int | None  # how many, when the Engine's numbering tells; else unknown
+    page: int  # the most lines the Engine returns for one `since`
+
+    def describe(self) -> str:
+        many = "an unknown number (maybe none) of" if self.lines is None else str(self.lines)
+        return (f"{many} log lines stamped from {self.start} to before {self.end} could not be"
+                f" read: the Engine answers at most {self.page} lines for one `since`, and more"
+                " share that time")  # fmt: skip
+
+
 @dataclass
 class Ingested:
     """What one answer brought."""
 
-    lines: list[Line]  # new lines, in the Engine's order
+    lines: list[Line]  # new lines, oldest first
     skipped: int  # new lines that could not be read (broken, or no time)
-    gap: str | None  # lines no 4.1 read can give, described
+    gap: Gap | None  # lines no 4.1 read can give
     cursor: Cursor
     progressed: bool  # new lines, or something learnt: reading again is worth it
     complete: bool  # nothing new and not a full page: the Engine had nothing more
@@ -93,49 +119,76 @@ Item = tuple[str, str, Line | None, int | None]
 
 
 def ingest(
-    cursor: Cursor, page: EngineLogPage, max_lines: int, asked: str | None = None
+    cursor: Cursor,
+    page: EngineLogPage,
+    max_lines: int,
+    asked: str | None = None,
+    ended: bool = False,
 ) -> Ingested:
-    """The new lines of one answer to `since = asked` (at most about `max_lines`)."""
+    """The new lines of one answer to `since = asked` (at most about `max_lines`); `ended`
+    says the agent has ended, so the Engine holds every line it will have."""
     size = len(page.entries)
-    full = size >= max(MIN_PAGE, cursor.page)
-    cursor = replace(cursor, page=max(cursor.page, size))
     items = _items(cursor, page.entries)
     cursor, discard = _learn(cursor, asked, items)
     if discard:  # a probe of an exclusive Engine may have missed lines at `ts`: read again
         return Ingested([], 0, None, cursor, True, False)
-    fresh = _fresh(cursor, items)
-    fresh, truncated = _cut(fresh, max_lines)
+    fresh, truncated = _cut(sorted(_fresh(cursor, items), key=lambda item: item[0]), max_lines)
+    full = size >= max(MIN_PAGE, cursor.page)
+    if cursor.probing:
+        cursor, verdict = _probed(cursor, size, ended)
+        if verdict is not None and not fresh:
+            return Ingested([], 0, None, cursor, False, verdict)
     if fresh:
+        cursor = replace(cursor, page=max(cursor.page, size))
         lines = [line for _, _, line, _ in fresh if line is not None]
-        return Ingested(lines, len(fresh) - len(lines), None, _advance(cursor, fresh), True,
-                        False)  # fmt: skip
+        skipped = len(fresh) - len(lines)
+        cursor, gap = _close_gap(cursor, fresh)
+        return Ingested(lines, skipped, gap, _advance(cursor, fresh), True, False)
+    cursor = replace(cursor, page=max(cursor.page, size))
     if not full or cursor.ts is None:
-        return Ingested([], 0, None, replace(cursor, stalls=0), False, not truncated)
+        return _nothing_new(cursor, not truncated)
     if cursor.stalls < 1:
         return Ingested([], 0, None, replace(cursor, stalls=cursor.stalls + 1), False, False)
-    return _skip(cursor, size)
+    if not cursor.capped:  # a full answer twice: read from the start, which a cut keeps short
+        return Ingested([], 0, None, replace(cursor, probing=True), True, False)
+    return _skip(cursor)
+
+
+def _probed(cursor: Cursor, size: int, ended: bool) -> tuple[Cursor, bool | None]:
+    """What a read from the start shows: fewer lines than are stored is a cut (the page
+    size); more than any answer before is no cut (complete); as many leaves it open, and is
+    taken for a cut once the agent has ended. None: go on to skip the full instant."""
+    cursor = replace(cursor, probing=False)
+    if size < cursor.count or (size == cursor.count == cursor.page and ended):
+        return replace(cursor, capped=True, page=size), None
+    if size > cursor.page:
+        return replace(cursor, page=size, stalls=0), True
+    return replace(cursor, stalls=0), False
+
+
+def _nothing_new(cursor: Cursor, done: bool) -> Ingested:
+    if done and cursor.gap_seq is not None and cursor.after is not None and cursor.ts:
+        gap = Gap(cursor.ts, cursor.after, None, cursor.page)  # no numbered line followed
+        return Ingested([], 0, gap, replace(cursor, stalls=0, gap_seq=None), True, False)
+    return Ingested([], 0, None, replace(cursor, stalls=0), False, done)
 
 
 def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
-    """Each entry with the time it is ordered by: its own, or its neighbours' when it has
-    none; never behind the entry before it (the Engine answers in its order)."""
-    out: list[tuple[str | None, str, Line | None, int | None]] = []
+    """Each entry with the time it is ordered by: its own, or for one without a usable time
+    the time of the entry before it in the answer (the cursor's at the answer's start)."""
+    previous = cursor.after or cursor.ts or _FIRST
+    items: list[Item] = []
     for entry in entries:
         if isinstance(entry, bytes):
-            out.append((None, _raw_fingerprint(entry), None, None))
+            items.append((previous, _raw_fingerprint(entry), None, None))
             continue
         line = normalise(entry)
         if line is None:
-            out.append((None, _raw_fingerprint(repr(entry).encode()), None, None))
+            items.append((previous, _raw_fingerprint(repr(entry).encode()), None, None))
             continue
-        ts = line["timestamp"] if int(line["timestamp"][:4]) >= _EPOCH_YEAR else None
-        out.append((ts, fingerprint(line), line, entry.seq))
-    known = [ts for ts, *_ in out if ts is not None]
-    running = known[0] if known else (cursor.after or cursor.ts or "0001-01-01T00:00:00.000000Z")
-    items: list[Item] = []
-    for ts, fp, line, seq in out:
-        running = max(running, ts) if ts is not None else running
-        items.append((running, fp, line, seq))
+        if int(line["timestamp"][:4]) >= _EPOCH_YEAR:
+            previous = line["timestamp"]
+        items.append((previous, fingerprint(line), line, entry.seq))
     return items
 
 
@@ -143,30 +196,26 @@ def _raw_fingerprint(raw: bytes) -> str:
     return hashlib.blake2b(raw, digest_size=8).hexdigest()
 
 
+def _timed(items: list[Item]) -> list[str]:
+    return [line["timestamp"] for _, _, line, _ in items
+            if line is not None and int(line["timestamp"][:4]) >= _EPOCH_YEAR]  # fmt: skip
+
+
 def _learn(cursor: Cursor, asked: str | None, items: list[Item]) -> tuple[Cursor, bool]:
     """The Engine's `since` mode and grain, as this answer shows them; True to discard it."""
     if asked is None or cursor.ts is None:
         return cursor, False
-    times = [line["timestamp"] for _, _, line, _ in items
-             if line is not None and int(line["timestamp"][:4]) >= _EPOCH_YEAR]  # fmt: skip
-    if times and min(times) < _normal(asked):
+    times = _timed(items)
+    if times and min(times) < stored_ts_of(asked):
         cursor = replace(cursor, grain=max(cursor.grain, _grain(asked, min(times))))
-    if cursor.mode is not None or not cursor.tail or cursor.after or asked != _probe(cursor):
+    ts = cursor.ts
+    if ts is None or cursor.mode is not None or not cursor.tail or cursor.after or asked != cursor.since():
         return cursor, False
-    if cursor.ts in times:
+    if ts in times:
         return replace(cursor, mode="inclusive"), False
-    if not times or max(times) > cursor.ts:
+    if not times or max(times) > ts:
         return replace(cursor, mode="exclusive"), True
     return cursor, False
-
-
-def _normal(value: str) -> str:
-    """A `since` or gap boundary in the stored form of timestamps (comparable as text)."""
-    return stored_ts_of(value)
-
-
-def _probe(cursor: Cursor) -> str | None:
-    return None if cursor.ts is None else cursor.since()
 
 
 def _grain(asked: str, earliest: str) -> int:
@@ -185,10 +234,11 @@ def _us(value: str) -> int:
 
 def _fresh(cursor: Cursor, items: list[Item]) -> list[Item]:
     tail, seen = Counter(cursor.tail), Counter[str]()
+    after = None if cursor.after is None else stored_ts_of(cursor.after)
     fresh: list[Item] = []
     for item in items:
         eff, fp = item[0], item[1]
-        if cursor.after is not None and eff < _normal(cursor.after):
+        if after is not None and eff < after:
             continue  # past a gap already recorded
         if cursor.ts is not None and eff < cursor.ts:
             continue  # stored by an earlier read
@@ -210,27 +260,40 @@ def _cut(fresh: list[Item], max_lines: int) -> tuple[list[Item], bool]:
     return fresh[:cut], cut < len(fresh)
 
 
+def _close_gap(cursor: Cursor, fresh: list[Item]) -> tuple[Cursor, Gap | None]:
+    """After a gap, the Engine's numbering says how many lines it held: the jump."""
+    if cursor.gap_seq is None or cursor.after is None or cursor.ts is None:
+        return cursor, None
+    first = next((i for i, item in enumerate(fresh) if item[3] is not None), None)
+    if first is None:
+        return cursor, None
+    seq = fresh[first][3]
+    assert seq is not None
+    hidden = seq - cursor.gap_seq - 1 - first  # the unnumbered lines before it were read
+    gap = Gap(cursor.ts, cursor.after, hidden, cursor.page) if hidden > 0 else None
+    return replace(cursor, gap_seq=None), gap
+
+
 def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
     newest = max(eff for eff, *_ in fresh)
     at_newest = Counter(fp for eff, fp, _, _ in fresh if eff == newest)
     tail = Counter(cursor.tail) + at_newest if newest == cursor.ts else at_newest
     seqs = [seq for *_, seq in fresh if seq is not None]
-    after = cursor.after if cursor.after and newest < _normal(cursor.after) else None
+    after = cursor.after if cursor.after and newest < stored_ts_of(cursor.after) else None
     return replace(cursor, ts=newest, tail=dict(tail), seq=seqs[-1] if seqs else cursor.seq,
-                   after=after, stalls=0)  # fmt: skip
+                   after=after, stalls=0, count=cursor.count + len(fresh))  # fmt: skip
 
 
-def _skip(cursor: Cursor, size: int) -> Ingested:
+def _skip(cursor: Cursor) -> Ingested:
     """Move past the instant (at the Engine's grain) whose lines do not fit in one answer."""
     assert cursor.ts is not None
-    ts_us = _us(cursor.ts)
-    grain = cursor.grain
-    boundary_us = ts_us - ts_us % grain + grain
-    boundary = parse_time(cursor.ts) + timedelta(microseconds=boundary_us - ts_us)
-    after = rfc3339_short(boundary)
-    gap = (f"log lines stamped {cursor.ts} could not be read: the Engine answers at most"
-           f" {size} lines for one `since`, and more share that time")  # fmt: skip
-    return Ingested([], 0, gap, replace(cursor, after=_normal(after), stalls=0), True, False)
+    ts_us, grain = _us(cursor.ts), cursor.grain
+    boundary = parse_time(cursor.ts) + timedelta(microseconds=grain - ts_us % grain)
+    after = stored_ts_of(rfc3339_short(boundary))
+    moved = replace(cursor, after=after, stalls=0)
+    if cursor.seq is not None:  # the numbering of the next line read gives the exact size
+        return Ingested([], 0, None, replace(moved, gap_seq=cursor.seq), True, False)
+    return Ingested([], 0, Gap(cursor.ts, after, None, cursor.page), moved, True, False)
 
 
 def batches(items: list[T], size: int) -> list[list[T]]:

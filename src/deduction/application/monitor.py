@@ -16,6 +16,7 @@ from deduction.application.findings import (
     PollReport,
     match_agents,
 )
+from deduction.application.log_cursor import Cursor, ingest
 from deduction.application.ports import (
     Engine,
     EngineError,
@@ -24,7 +25,6 @@ from deduction.application.ports import (
     EngineUnavailableError,
     RestartUnsupportedError,
 )
-from deduction.application.log_cursor import Cursor, ingest
 from deduction.application.reports import EngineReports
 from deduction.domain.times import iso_utc, utc_now
 
@@ -159,7 +159,7 @@ class TaskMonitor:
                 except EngineError as e:
                     log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
                     break
-                step = ingest(got.cursor, page, budget - len(got.lines), since)
+                step = ingest(got.cursor, page, budget - len(got.lines), since, ex.ended)
                 got.cursor, got.complete = step.cursor, step.complete
                 got.lines += step.lines
                 got.skipped += step.skipped
@@ -183,13 +183,13 @@ class TaskMonitor:
                 await self.engine.update(plan.engine_task_id, plan.payload)
             except EngineRejectedError as e:  # resending the same update cannot help
                 log.warning("task.update_rejected", task_id=task_id, error=str(e))
-                record = self.reports.record_update_rejected
-                return await self._run(record, task_id, plan.update_ids, e.detail)  # type: ignore[no-any-return]
+                rejected = self.reports.record_update_rejected
+                return await self._run(rejected, task_id, plan.update_ids, e.detail)
             except EngineError as e:
                 log.warning("task.update_failed", task_id=task_id, error=str(e))
                 break
-            record = self.reports.record_update_delivered
-            outcome = await self._run(record, task_id, plan.update_ids)
+            delivered = self.reports.record_update_delivered
+            outcome = await self._run(delivered, task_id, plan.update_ids)
             log.info("task.update_delivered", task_id=task_id, updates=plan.update_ids)
         return outcome
 

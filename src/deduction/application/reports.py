@@ -366,14 +366,17 @@ class EngineReports:
             ex.record_log_lines_skipped(read.skipped)
             log.warning("logs.lines_skipped", execution_id=ex.execution_id, lines=read.skipped)
         for gap in read.gaps:
-            ex.record_log_gap(gap)
-            log.warning("logs.gap", execution_id=ex.execution_id, gap=gap)
+            ex.record_log_gap(gap.describe(), gap.start, gap.end, gap.lines)
+            log.warning(
+                "logs.gap", execution_id=ex.execution_id, start=gap.start, end=gap.end,
+                lines=gap.lines,
+            )  # fmt: skip
         final = replace(read.cursor, drained=drained)
         if not read.lines and final == cursor:
             return []
         chunks = batches(read.lines, self.batch_size) or [[]]
+        state = final.to_dict()
         return [
-            ExecutionLog.batch(version + 1 + i, ex.execution_id, ex.task_id, chunk,
-                               final.to_dict())  # fmt: skip
+            ExecutionLog.batch(version + 1 + i, ex.execution_id, ex.task_id, chunk, state)
             for i, chunk in enumerate(chunks)
         ]

@@ -72,11 +72,15 @@ class AgentExecution(Aggregate):
         operator: str
 
     class LogGapRecorded(Aggregate.Event):
-        """Log lines the Engine holds that no read under its API can give."""
+        """Log lines the Engine holds that no read under its API can give: those stamped from
+        `start` to before `end`, `line_count` of them when the Engine's numbering tells."""
 
         task_id: int
         agent_name: str
         detail: str
+        start: str
+        end: str
+        line_count: int | None
         operator: str
 
     @staticmethod
@@ -214,11 +218,14 @@ class AgentExecution(Aggregate):
     def _log_lines_skipped(self, task_id: int, agent_name: str, count: int, operator: str) -> None:
         self.log_lines_skipped = self.log_lines_skipped + count
 
-    def record_log_gap(self, detail: str) -> None:
-        self._log_gap_recorded(self.task_id, self.agent_name, detail[:1000], "system")
+    def record_log_gap(self, detail: str, start: str, end: str, line_count: int | None) -> None:
+        self._log_gap_recorded(
+            self.task_id, self.agent_name, detail[:1000], start, end, line_count, "system"
+        )
 
     @event(LogGapRecorded)
-    def _log_gap_recorded(self, task_id: int, agent_name: str, detail: str, operator: str) -> None:
+    def _log_gap_recorded(self, task_id: int, agent_name: str, detail: str, start: str,
+                          end: str, line_count: int | None, operator: str) -> None:  # fmt: skip
         self.log_gaps = self.log_gaps + 1
 
     log_lines_skipped = 0

@@ -124,12 +124,15 @@ _CHANGES: dict[str, Callable[[dict[str, Any]], Change]] = {
         {"update_id": s["update_id"], "error": s["error"]}, None,
     ),
     "AgentExecution.LogLinesSkipped": lambda s: (
-        "log_gap", f"{s['count']} log lines of {s['agent_name']} could not be read"
-        " (broken, or without a time) and were skipped", None, {"lines": s["count"]}, None,
+        "log_gap",
+        f"{s['count']} log lines of {s['agent_name']} could not be read and were skipped",
+        None,
+        {"lines": s["count"]},
+        None,
     ),
     "AgentExecution.LogGapRecorded": lambda s: (
-        "log_gap", f"{s['agent_name']}: {s['detail']}"[:256], None, {"detail": s["detail"]},
-        None,
+        "log_gap", f"{s['agent_name']}: {s['detail']}"[:256], None,
+        {"start": s["start"], "end": s["end"], "lines": s["line_count"]}, None,
     ),
     "AgentExecution.ConfigUpdated": _config,
     "AgentExecution.StatusChanged": _agent_status,
