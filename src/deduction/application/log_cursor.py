@@ -209,7 +209,13 @@ def _learn(cursor: Cursor, asked: str | None, items: list[Item]) -> tuple[Cursor
     if times and min(times) < stored_ts_of(asked):
         cursor = replace(cursor, grain=max(cursor.grain, _grain(asked, min(times))))
     ts = cursor.ts
-    if ts is None or cursor.mode is not None or not cursor.tail or cursor.after or asked != cursor.since():
+    if (
+        ts is None
+        or cursor.mode is not None
+        or not cursor.tail
+        or cursor.after
+        or asked != cursor.since()
+    ):
         return cursor, False
     if ts in times:
         return replace(cursor, mode="inclusive"), False
