@@ -21,7 +21,8 @@ TASK_FIELDS = {
 EXECUTION_FIELDS = {
     "id", "deduction_task_id", "seq", "agent_meta_id", "agent_name", "agent_load", "side",
     "params", "status", "engine_agent_id", "progress", "start_time", "end_time", "result",
-    "error_message", "retry_count", "max_retry", "create_at", "update_at",
+    "error_message", "retry_count", "max_retry", "create_at", "update_at", "log_lines_skipped",
+    "log_gaps",
 }  # fmt: skip
 
 

@@ -139,7 +139,8 @@ async def test_idempotent_calls_are_retried_through_5xx(server, session) -> None
     scripted, url = server
     scripted.script((503, b"busy", 0.0), (502, b"", 0.0), ok({"logs": []}))
     engine = HttpEngine(session, url, 2, retry=FAST_RETRY)
-    assert await engine.agent_logs("a1", "2025-01-01T00:00:00.000Z", 100) == []
+    page = await engine.agent_logs("a1", "2025-01-01T00:00:00.000Z", 100)
+    assert page.entries == []
     assert len(scripted.requests) == 3
     assert "since=2025-01-01T00:00:00.000Z" in scripted.requests[-1]["path"].replace("%3A", ":")
 

@@ -139,11 +139,12 @@ def ingest(
         if verdict is not None and not fresh:
             return Ingested([], 0, None, cursor, False, verdict)
     if fresh:
+        short = size < cursor.page and not truncated  # shorter than a page: nothing cut off
         cursor = replace(cursor, page=max(cursor.page, size))
         lines = [line for _, _, line, _ in fresh if line is not None]
         skipped = len(fresh) - len(lines)
         cursor, gap = _close_gap(cursor, fresh)
-        return Ingested(lines, skipped, gap, _advance(cursor, fresh), True, False)
+        return Ingested(lines, skipped, gap, _advance(cursor, fresh), not short, short)
     cursor = replace(cursor, page=max(cursor.page, size))
     if not full or cursor.ts is None:
         return _nothing_new(cursor, not truncated)

@@ -154,7 +154,9 @@ class TaskMonitor:
                     page = await self.engine.agent_logs(engine_agent_id, since, budget)
                 except EngineRunNotFoundError as e:
                     report.run_missing = e  # the Engine has lost the run (or this agent of it)
-                    log.warning("agent.logs_run_missing", execution_id=ex.execution_id, error=str(e))
+                    log.warning(
+                        "agent.logs_run_missing", execution_id=ex.execution_id, error=str(e)
+                    )
                     break
                 except EngineError as e:
                     log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
