@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import AsyncConnection
 
@@ -41,7 +42,7 @@ class CrashingLogs(LogProjection):
 
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
         await super().apply(conn, events)
-        raise RuntimeError("worker died mid-page")
+        raise psycopg.OperationalError("connection lost mid-page")
 
 
 async def test_a_crash_mid_page_applies_nothing_and_the_retry_applies_once(
@@ -52,7 +53,7 @@ async def test_a_crash_mid_page_applies_nothing_and_the_retry_applies_once(
     runner = ProjectionRunner(db_url)
     await runner.setup()
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
-        with pytest.raises(RuntimeError):
+        with pytest.raises(psycopg.OperationalError):
             await run_page(conn, CrashingLogs(), 1000)
         assert (await positions(conn))["logs"] == 0
         cur = await conn.execute("SELECT count(*) FROM agent_execution_log")

@@ -12,6 +12,8 @@ from psycopg import AsyncConnection, sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from deduction.application.transcoder import decode_state
+
 Row = dict[str, Any]
 Query = str | sql.SQL | sql.Composed
 
@@ -26,6 +28,19 @@ class EventRow:
     name: str  # "DeductionTask.StatusChanged"
     state: dict[str, Any]
     timestamp: datetime
+
+
+def event_row(r: tuple[Any, ...], topics: dict[str, str]) -> EventRow:
+    """A stored event row (notification_id, originator_id, version, topic, state), decoded."""
+    state = decode_state(r[4])
+    return EventRow(
+        notification_id=r[0],
+        originator_int=r[1].int,
+        version=r[2],
+        name=topics[r[3]],
+        state=state,
+        timestamp=datetime.fromisoformat(state["timestamp"]),
+    )
 
 
 def topic_names(*event_classes: type) -> dict[str, str]:

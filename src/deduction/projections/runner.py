@@ -7,16 +7,15 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg import AsyncConnection, sql
 
-from deduction.application.transcoder import decode_state
+from deduction.projections import dead_letters
 from deduction.projections.agents import AgentProjection
-from deduction.projections.base import EventRow, Projection
+from deduction.projections.base import Projection, event_row
 from deduction.projections.catalog import CatalogProjection
 from deduction.projections.history import HistoryProjection
 from deduction.projections.logs import LogProjection
@@ -50,6 +49,7 @@ class ProjectionStatus:
     name: str
     position: int
     head: int
+    parked: int = 0  # events it could not apply, waiting for retry or skip
 
     @property
     def lag(self) -> int:
@@ -60,6 +60,7 @@ async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[P
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # concurrent start-ups
         await conn.execute(TRACKING)
+        await conn.execute(dead_letters.DDL)
         for p in projections:
             for statement in p.ddl:
                 await conn.execute(statement)
@@ -87,7 +88,12 @@ async def run_page(
 
     The position row is locked before applying, so two runners never apply the same
     page; a crash before COMMIT applies nothing. Finding no matching events takes no
-    lock and no transaction; the position then moves only when `record_empty`.
+    lock and no transaction; the position then moves only when `record_empty`, and only
+    from where it was read (a rebuild may have reset it meanwhile).
+
+    A page that cannot be applied whole is applied event by event, each in a savepoint:
+    those that fail alone are parked as dead letters and the position still moves, so
+    one bad event never stops the projection or the commands waiting on it.
     """
     position, head = await _position_and_head(conn, projection.name, lock=False)
     if head <= position:
@@ -97,22 +103,22 @@ async def run_page(
     if not stored:
         if not record_empty:
             return Page(0, position, head)
-        # No matching event up to `head`, whoever else moves the position meanwhile.
-        await conn.execute(
-            "UPDATE projection_tracking SET position = greatest(position, %s), updated_at = now()"
-            " WHERE name = %s",
-            [head, projection.name],
+        # No matching event in (position, head]: true whoever moved the position since,
+        # but only a position still equal to the one read may jump to `head`; a rebuild's
+        # reset, or another runner's progress, wins.
+        cur = await conn.execute(
+            "UPDATE projection_tracking SET position = %s, updated_at = now()"
+            " WHERE name = %s AND position = %s",
+            [head, projection.name, position],
             prepare=True,
         )
-        return Page(0, head, head)
+        return Page(0, head, head) if cur.rowcount else Page(0, position, position)
     async with conn.transaction():
         locked, _ = await _position_and_head(conn, projection.name, lock=True)
         if locked != position:  # another runner applied pages meanwhile: read again
             position = locked
             stored = await _matching(conn, topics, position, head, page_size)
-        events = [_event_row(r, topics) for r in stored]
-        if events:
-            await projection.apply(conn, events)
+        applied = await _apply_page(conn, projection, stored, topics)
         # Inserts are serialised by the event store's table lock, so every id up to the
         # visible maximum is committed: a position may safely jump to it.
         new_position = stored[-1][0] if len(stored) == page_size else max(head, position)
@@ -121,7 +127,25 @@ async def run_page(
             [new_position, projection.name],
             prepare=True,
         )
-        return Page(len(events), new_position, new_position)
+        return Page(applied, new_position, new_position)
+
+
+async def _apply_page(
+    conn: AsyncConnection[Any],
+    projection: Projection,
+    stored: list[tuple[Any, ...]],
+    topics: dict[str, str],
+) -> int:
+    if not stored:
+        return 0
+    try:
+        async with conn.transaction():  # a savepoint: a failed page leaves nothing behind
+            await projection.apply(conn, [event_row(r, topics) for r in stored])
+    except dead_letters.TRANSIENT:
+        raise
+    except Exception:  # noqa: BLE001 - find the event at fault, apply the others
+        return await dead_letters.apply_one_by_one(conn, projection, stored, topics)
+    return len(stored)
 
 
 async def _matching(
@@ -152,18 +176,6 @@ async def _position_and_head(
     return int(row[0]), int(row[1])
 
 
-def _event_row(r: tuple[Any, ...], topics: dict[str, str]) -> EventRow:
-    state = decode_state(r[4])
-    return EventRow(
-        notification_id=r[0],
-        originator_int=r[1].int,
-        version=r[2],
-        name=topics[r[3]],
-        state=state,
-        timestamp=datetime.fromisoformat(state["timestamp"]),
-    )
-
-
 async def head_position(conn: AsyncConnection[Any]) -> int:
     """The newest notification id in the event store (0 when empty)."""
     cur = await conn.execute(f"SELECT coalesce(max(notification_id), 0) FROM {EVENTS_TABLE}")
@@ -178,8 +190,10 @@ async def positions(conn: AsyncConnection[Any]) -> dict[str, int]:
 
 async def status(conn: AsyncConnection[Any]) -> list[ProjectionStatus]:
     head = await head_position(conn)
+    parked = await dead_letters.parked_counts(conn)
     return [
-        ProjectionStatus(name, pos, head) for name, pos in sorted((await positions(conn)).items())
+        ProjectionStatus(name, pos, head, parked.get(name, 0))
+        for name, pos in sorted((await positions(conn)).items())
     ]
 
 
@@ -271,8 +285,13 @@ class ProjectionRunner:
             except (psycopg.OperationalError, psycopg.InterfaceError) as e:
                 self.last_error = str(e)
                 log.warning("projections.connection_lost", projection=projection.name, error=str(e))
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 1.0)
+            except Exception as e:  # a follower never dies: it says why and resumes
+                self.last_error = f"{projection.name}: {dead_letters.describe(e)}"
+                log.exception("projections.follow_failed", projection=projection.name)
+            else:
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _listen(self, stop: asyncio.Event) -> None:
         """Wake every projection on the event store's NOTIFY."""
@@ -340,6 +359,7 @@ async def _rebuild_one(
                 "SELECT 1 FROM projection_tracking WHERE name = %s FOR UPDATE", [projection.name]
             )
             await conn.execute(f"TRUNCATE {', '.join(projection.tables)}")
+            await dead_letters.forget(conn, projection.name)
             # Bulk load: building secondary indexes once at the end is several times cheaper
             # than maintaining them row by row. A crash before that is mended at the next
             # start-up, which creates every missing index (CREATE INDEX IF NOT EXISTS).

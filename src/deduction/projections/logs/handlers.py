@@ -82,5 +82,20 @@ def _text(value: str) -> str:
 
 
 def _json_text(value: object) -> str:
-    """JSON for a jsonb column: PostgreSQL refuses the \\u0000 escape, so NULs are dropped."""
-    return _text(_json.encode(value).decode().replace("\\u0000", ""))
+    """JSON for a jsonb column: PostgreSQL refuses NUL, so NULs are dropped from the values
+    (and keys) before encoding, never by editing the encoded text."""
+    encoded = _json.encode(value)
+    if b"\\u0000" in encoded:  # maybe a NUL; maybe the text `\u0000`, which is kept
+        encoded = _json.encode(without_nul(value))
+    return _text(encoded.decode())
+
+
+def without_nul(value: Any) -> Any:
+    """`value` with every NUL character removed from its strings, keys included."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
