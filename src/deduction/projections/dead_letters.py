@@ -63,7 +63,9 @@ async def park(
               event_type=event_type, error=error)  # fmt: skip
 
 
-async def dead_letters(conn: AsyncConnection[Any], *, parked_only: bool = False) -> list[DeadLetter]:
+async def dead_letters(
+    conn: AsyncConnection[Any], *, parked_only: bool = False
+) -> list[DeadLetter]:
     cur = await conn.execute(
         "SELECT projection, position, event_type, error, status, attempts, failed_at"
         " FROM projection_dead_letter WHERE status = 'parked' OR NOT %s"
@@ -86,7 +88,9 @@ async def forget(conn: AsyncConnection[Any], projection: str) -> None:
     await conn.execute("DELETE FROM projection_dead_letter WHERE projection = %s", [projection])
 
 
-async def skip(conn: AsyncConnection[Any], position: int, names: Sequence[str] = ()) -> dict[str, bool]:
+async def skip(
+    conn: AsyncConnection[Any], position: int, names: Sequence[str] = ()
+) -> dict[str, bool]:
     """Leave the event unapplied for good (until a rebuild); the letter stays, marked skipped."""
     cur = await conn.execute(
         "UPDATE projection_dead_letter SET status = 'skipped' WHERE position = %s"
