@@ -37,10 +37,41 @@ async def _projections_status(settings: Settings) -> int:
     url = await asyncio.to_thread(resolve_database_url, settings)
     async with await AsyncConnection.connect(url, autocommit=True) as conn:
         rows = await status(conn)
-    print(f"{'projection':<12}{'position':>12}{'head':>12}{'lag':>10}")
+    print(f"{'projection':<12}{'position':>12}{'head':>12}{'lag':>10}{'parked':>8}")
     for r in rows:
-        print(f"{r.name:<12}{r.position:>12}{r.head:>12}{r.lag:>10}")
+        print(f"{r.name:<12}{r.position:>12}{r.head:>12}{r.lag:>10}{r.parked:>8}")
+    if any(r.parked for r in rows):
+        print("parked events: see `deduction projections dead-letters`")
     return 0
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    """List, retry or skip the events a projection could not apply."""
+    from psycopg import AsyncConnection
+
+    from deduction.bootstrap import resolve_database_url
+    from deduction.projections import dead_letters as letters
+    from deduction.projections.runner import all_projections
+
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    async with await AsyncConnection.connect(url, autocommit=True) as conn:
+        if args.action == "dead-letters":
+            for d in await letters.dead_letters(conn):
+                print(f"{d.projection}\t{d.position}\t{d.status}\t{d.event_type}"
+                      f"\t{d.attempts}\t{d.failed_at.isoformat()}\t{d.error}")  # fmt: skip
+            return 0
+        names = [args.projection] if args.projection else []
+        if args.action == "skip":
+            done = await letters.skip(conn, args.position, names)
+        else:
+            chosen = [p for p in all_projections() if not names or p.name in names]
+            done = await letters.retry(conn, args.position, chosen)
+    if not done:
+        print(f"deduction: no parked event at position {args.position}", file=sys.stderr)
+        return 1
+    for name, ok in done.items():
+        print(f"{name}: {args.action} {'done' if ok else 'failed again (still parked)'}")
+    return 0 if all(done.values()) else 1
 
 
 async def _projections_rebuild(settings: Settings, names: Sequence[str]) -> int:
@@ -235,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     proj_sub.add_parser("status", help="position and lag of each projection")
     rebuild = proj_sub.add_parser("rebuild", help="drop and replay read tables from the events")
     rebuild.add_argument("names", nargs="*", help="projections to rebuild (default: all)")
+    proj_sub.add_parser("dead-letters", help="events a projection could not apply, and why")
+    for action, text in (("retry", "apply a parked event again (after a fix)"),
+                         ("skip", "leave a parked event unapplied (until a rebuild)")):  # fmt: skip
+        letter = proj_sub.add_parser(action, help=text)
+        letter.add_argument("position", type=int, help="the event's position (notification id)")
+        letter.add_argument("--projection", help="only this projection (default: every one)")
     db = sub.add_parser("db", help="database helpers")
     db_sub = db.add_subparsers(dest="action", required=True)
     db_sub.add_parser("url", help="print the database URL (starting the embedded server if needed)")
@@ -296,8 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         coro = _engine(args)
     elif args.command == "projections" and args.action == "status":
         coro = _projections_status(settings)
-    elif args.command == "projections":
+    elif args.command == "projections" and args.action == "rebuild":
         coro = _projections_rebuild(settings, args.names)
+    elif args.command == "projections":
+        coro = _dead_letters(settings, args)
     elif args.command == "audit":
         coro = _audit(settings, args)
     elif args.command == "db" and args.action == "url":

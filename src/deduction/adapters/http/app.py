@@ -48,7 +48,9 @@ def health() -> Response[ProbeResponse]:
 @get("/ready", operation_id="ready", tags=["probes"], responses=documented(503))
 async def ready(state: State) -> Response[ProbeResponse]:
     """The database answers, no save is stuck, and the projections are not far behind;
-    `polls` shows whether poll work is being delayed or shed under overload."""
+    `polls` shows whether poll work is being delayed or shed under overload;
+    `dead_letters` counts, per projection, the events it could not apply and parked
+    (the service still answers: see `deduction projections dead-letters`)."""
     services: Services = state.services
     try:
         async with services.pool.connection(timeout=2) as conn:
@@ -58,7 +60,9 @@ async def ready(state: State) -> Response[ProbeResponse]:
     lag = {r.name: r.lag for r in rows}
     save_age = services.stuck_save_age()
     data = {"database": "ok", "projection_lag": lag, "oldest_save_s": round(save_age, 3),
-            "polls": services.poll_load.report()}  # fmt: skip
+            "polls": services.poll_load.report(),
+            "dead_letters": {r.name: r.parked for r in rows if r.parked},
+            "projection_error": getattr(services.runner, "last_error", None)}  # fmt: skip
     if save_age > services.settings.save_stuck_after:
         return envelope(data, 503, f"the write path is stuck: a save has run {save_age:.0f}s")
     ok = all(v <= READY_MAX_LAG for v in lag.values())
