@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -9,6 +10,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Recording, Transcoder
+from msgspec import json as msgspec_json
 
 from deduction.application.transcoder import MsgspecTranscoder
 from deduction.domain import (
@@ -16,6 +18,7 @@ from deduction.domain import (
     AgentMeta,
     DeductionTask,
     EnvInstance,
+    IdempotencyKey,
     Scheme,
     TaskName,
 )
@@ -48,6 +51,16 @@ class DuplicateError(CommandError):
     def __init__(self, kind: str, key: object) -> None:
         super().__init__(f"a {kind} named {key!r} already exists")
         self.kind, self.key = kind, key
+
+
+class IdempotencyKeyReusedError(CommandError):
+    """The client's Idempotency-Key was first used for a different request (422)."""
+
+    field = "Idempotency-Key"
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different request")
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -168,7 +181,15 @@ class DeductionApp(Application[UUID]):
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def create_task(self, new: NewTask, operator: str) -> Receipt:
+    def create_task(
+        self, new: NewTask, operator: str, idempotency_key: str | None = None
+    ) -> Receipt:
+        """Save a task, its executions and its name claim, and with `idempotency_key` the
+        key too, in one save(): a retry with the key gets this first answer back."""
+        request_hash = _request_hash(new, operator)
+        replayed = self._replay(idempotency_key, request_hash)
+        if replayed is not None:
+            return replayed
         scheme = self._catalog_entry("scheme", "scheme_id", new.scheme_id)
         env = self._catalog_entry("env_instance", "env_instance_id", new.env_instance_id)
         metas: dict[int, AgentMeta] = {}
@@ -209,9 +230,14 @@ class DeductionApp(Application[UUID]):
                 for seq, (eid, cfg) in enumerate(zip(execution_ids, new.agent_configs))
             ]
             claim = TaskName(name=new.name, task_id=task_id)
+            keys = [IdempotencyKey(idempotency_key, request_hash, task_id, task.status)
+                    if idempotency_key else None]  # fmt: skip
             try:
-                position = self._save(task, claim, *executions)
+                position = self._save(task, claim, *executions, *filter(None, keys))
             except IntegrityError:
+                replayed = self._replay(idempotency_key, request_hash)
+                if replayed is not None:  # the same request, saved meanwhile by another call
+                    return replayed
                 if self._name_taken(claim.id):
                     raise DuplicateError("task", new.name) from None
                 continue  # an id collided with another process's: draw new ids
@@ -220,6 +246,23 @@ class DeductionApp(Application[UUID]):
                 {"task_id": task_id, "status": task.status, "create_time": task.created_on},
             )
         raise CommandError("could not allocate unique ids for the task")
+
+    def _replay(self, key: str | None, request_hash: str) -> Receipt | None:
+        """The first answer to the request saved under `key`; None when the key is new."""
+        if key is None:
+            return None
+        try:
+            saved: IdempotencyKey = self.repository.get(IdempotencyKey.create_id(key))
+        except AggregateNotFoundError:
+            return None
+        if saved.request_hash != request_hash:
+            raise IdempotencyKeyReusedError(key)
+        task = self.get_task(saved.task_id)
+        # Its events are at or below the store's head: waiting for that reads them back.
+        head = self.recorder.max_notification_id() or 0
+        return Receipt(
+            head, {"task_id": task.task_id, "status": saved.status, "create_time": task.created_on}
+        )
 
     def _name_taken(self, claim_id: UUID) -> bool:
         try:
@@ -278,3 +321,8 @@ class DeductionApp(Application[UUID]):
             return Receipt(position, {"updated_count": len(touched)})
 
         return retry_on_conflict(command)
+
+
+def _request_hash(new: NewTask, operator: str) -> str:
+    body = msgspec_json.encode([operator, new], order="sorted")
+    return hashlib.sha256(body).hexdigest()

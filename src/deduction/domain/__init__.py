@@ -7,6 +7,7 @@ from deduction.domain.errors import (
     TaskAlreadyEndedError,
 )
 from deduction.domain.execution import AgentExecution
+from deduction.domain.idempotency import IdempotencyKey
 from deduction.domain.logs import ExecutionLog
 from deduction.domain.status import ACTIVE, STATUSES, TERMINAL, Status
 from deduction.domain.task import DeductionTask, TaskName
@@ -21,6 +22,7 @@ __all__ = [
     "DomainError",
     "EnvInstance",
     "ExecutionLog",
+    "IdempotencyKey",
     "IllegalTransitionError",
     "Scheme",
     "Status",

@@ -27,6 +27,7 @@ from deduction.adapters.http.schemas import InputError
 from deduction.application.service import (
     CommandError,
     DuplicateError,
+    IdempotencyKeyReusedError,
     NotFoundError,
     UnknownReferenceError,
 )
@@ -90,6 +91,10 @@ def on_input(request: AnyRequest, exc: InputError) -> Response[ErrorEnvelope]:
 def on_unknown_reference(
     request: AnyRequest, exc: UnknownReferenceError
 ) -> Response[ErrorEnvelope]:
+    return _invalid([FieldError(exc.field, str(exc))])
+
+
+def on_key_reused(request: AnyRequest, exc: IdempotencyKeyReusedError) -> Response[ErrorEnvelope]:
     return _invalid([FieldError(exc.field, str(exc))])
 
 
@@ -172,6 +177,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     RecursionError: on_too_deep,
     UnicodeDecodeError: on_not_utf8,
     UnknownReferenceError: on_unknown_reference,
+    IdempotencyKeyReusedError: on_key_reused,
     NotFoundError: _status(404),
     DuplicateError: on_duplicate,
     DomainError: _status(409),

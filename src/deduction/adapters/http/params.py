@@ -59,3 +59,18 @@ Operator = Annotated[
         f"<= {MAX_SHORT_NAME_CHARS}",
     ),
 ]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7E]{1,255}$",
+        description=(
+            "makes a retried create safe: a second create with the same key and the same"
+            " request answers the first one's task (even when its answer was lost); with a"
+            " different request it is refused (422). Printable ASCII without spaces, <= 255;"
+            " kept for as long as the task's events are"
+        ),
+    ),
+]

@@ -14,7 +14,14 @@ from deduction.adapters.http.bodies import strict_body
 from deduction.adapters.http.deps import ReadsDep, ServicesDep, dispatch
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
-from deduction.adapters.http.params import Operator, PageNo, PageSize, StatusFilter, TaskId
+from deduction.adapters.http.params import (
+    IdempotencyKeyHeader,
+    Operator,
+    PageNo,
+    PageSize,
+    StatusFilter,
+    TaskId,
+)
 from deduction.adapters.http.responses import (
     TaskCreatedResponse,
     TaskDetailResponse,
@@ -72,11 +79,13 @@ class TaskController(Controller):
         request: AnyRequest,
         data: CreateBody,
         operator: Operator = "anonymous",
+        idempotency_key: IdempotencyKeyHeader = None,
     ) -> TaskCreatedResponse:
         """Create a task from catalog entries; the worker then submits it to the Engine.
 
         Unknown agent_meta_id, scheme_id or env_instance_id: 422 naming the field.
-        A name already used: 409.
+        A name already used: 409. With an `Idempotency-Key` header, a retry of the same
+        request answers the first one's task; the key with another request: 422.
         """
         body = await strict_body(request, TaskCreate)
         check_task_create(body)
@@ -90,7 +99,7 @@ class TaskController(Controller):
                 for c in body.agent_configs
             ],
         )
-        receipt = await services.command(services.app.create_task, new, operator)
+        receipt = await services.command(services.app.create_task, new, operator, idempotency_key)
         task_id = receipt.data["task_id"]
         await dispatch(services.dispatcher.task_created, task_id)
         return ok(
