@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from deduction.application.service import AgentConfig, NewTask
-from tests.conftest import Api
-from tests.e2e.conftest import TASK, plan_task
+from tests.support.api import TASK, Api
+from tests.support.plan import plan_task
 
 
 def key(value: str) -> dict[str, dict[str, str]]:
@@ -17,7 +17,7 @@ async def test_a_retried_create_with_the_same_key_gets_the_same_answer(catalog: 
     again = await catalog.call("POST", f"{TASK}/create", json=plan_task(), **key("order-1"))
     assert first[0] == again[0] == 200, (first, again)
     assert again[1] == first[1]
-    status, page = await catalog.call("GET", f"{TASK}/list")
+    _, page = await catalog.call("GET", f"{TASK}/list")
     assert page["data"]["total"] == 1
 
 
@@ -42,7 +42,7 @@ async def test_a_create_whose_reply_was_lost_is_answered_on_retry(catalog: Api) 
     assert answer["data"]["status"] == "pending"
     status, detail = await catalog.call("GET", f"{TASK}/{lost.data['task_id']}")
     assert status == 200 and detail["data"]["name"] == body["name"]
-    status, conflict = await catalog.call("POST", f"{TASK}/create", json=body)
+    status, _ = await catalog.call("POST", f"{TASK}/create", json=body)
     assert status == 409  # without the key it is another create of a taken name
 
 

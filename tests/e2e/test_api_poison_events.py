@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from deduction.domain import ExecutionLog
-from tests.conftest import Api
-from tests.e2e.conftest import TASK, log_lines
+from tests.support.api import TASK, Api
+from tests.support.logs import log_lines
 
 EXECUTION = "/api/v1/deduction/agent-execution"
 BAD_TIME = {"timestamp": "not a time", "level": "INFO", "message": "x", "source": None,

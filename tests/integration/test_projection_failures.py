@@ -20,12 +20,15 @@ from deduction.projections.runner import (
     run_page,
 )
 from deduction.projections.tasks import TaskProjection
-from tests.integration.helpers import append_logs, example_task, log_lines, seed_catalog, snapshot
+from tests.support.logs import append_logs
+from tests.support.logs import mixed_log_lines as log_lines
+from tests.support.plan import new_task, seed_catalog
+from tests.support.snapshots import snapshot
 
 
 def logged_task(app: DeductionApp) -> tuple[int, int]:
     seed_catalog(app)
-    task_id = app.create_task(example_task(), "alice").data["task_id"]
+    task_id = app.create_task(new_task(), "alice").data["task_id"]
     return task_id, app.get_task(task_id).execution_ids[0]
 
 
@@ -182,7 +185,7 @@ async def test_a_live_runner_never_undoes_a_rebuild_under_way(
     """A runner that found nothing to apply does not move a position a rebuild just reset."""
     task_id, red = logged_task(app)
     for n in range(3):
-        app.create_task(example_task(f"more{n}"), "alice")
+        app.create_task(new_task(f"more{n}"), "alice")
     runner = ProjectionRunner(db_url, projections=[TaskProjection()])
     await runner.setup()
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
