@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
+import msgspec
 from psycopg import AsyncConnection
 
 from deduction.application.log_cursor import Cursor, ingest
-from deduction.application.monitor import TaskMonitor
+from deduction.application.log_lines import stored_ts_of
 from deduction.application.ports import EngineLogLine, EngineLogPage
 from deduction.application.services import Services
-from tests.support.engine import LiveEngine, live_engine, monitor_for, run_to_end
+from deduction.reference_engine.simulation import Knobs, Simulation
+from tests.support.engine import LiveEngine, drain, live_engine, monitor_for, run_to_end
 from tests.support.logs import engine_multiset, stored_multiset
 from tests.support.plan import create_task, new_task
 from tests.support.waits import settled, wait_until
-
-
-async def drain(monitor: TaskMonitor, task_id: int, polls: int = 200) -> None:
-    """Poll an ended task until every agent's logs are marked drained."""
-    for _ in range(polls):
-        _, _, cursors = await monitor._run(monitor.reports.load, task_id)
-        if all(c.drained for _, c in cursors.values()):
-            return
-        await monitor.poll_task(task_id)
-    raise AssertionError(f"the logs of task {task_id} were not drained within {polls} polls")
 
 
 async def _rows(services: Services, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -212,3 +205,60 @@ async def test_an_update_the_engine_rejects_is_recorded_and_not_resent(services:
                           " WHERE deduction_task_id = %s AND change_type = 'config_update'",
                           task_id)  # fmt: skip
     assert any("update rejected" in row[0] and "read-only" in row[0] for row in history), history
+
+
+def test_a_line_without_a_time_opening_an_answer_is_not_stored_again() -> None:
+    """A zero-time line read after another line, then opening a later answer (the Engine cut
+    `since` just before it), is the same line: it is stored once."""
+
+    def line(ms: int | None, text: str) -> EngineLogLine:
+        ts = "0001-01-01T00:00:00Z" if ms is None else f"2025-11-12T10:00:00.{ms:03d}Z"
+        return EngineLogLine(timestamp=ts, message=text)
+
+    first = ingest(Cursor(), EngineLogPage([line(1, "a"), line(None, "z"), line(2, "n")]), 100)
+    cursor = replace(first.cursor, mode="exclusive")
+    since = cursor.since()
+    again = ingest(cursor, EngineLogPage([line(None, "z"), line(2, "n"), line(3, "m")]), 100, since)
+    assert [x["message"] for x in first.lines + again.lines] == ["a", "z", "n", "m"]
+
+
+def test_zero_time_lines_on_a_capped_exclusive_engine_are_stored_once() -> None:
+    """Read in-process through pages of 7 from an exclusive Engine whose lines collide and
+    sometimes carry Go's zero time: over 30 seeds, every line is stored exactly once."""
+    decode = msgspec.json.Decoder(EngineLogLine)
+    for seed in range(30):
+        clock = [1_700_000_000.0]
+        sim = Simulation(Knobs(seed=seed, page_cap=7, collide_rate=0.3, log_rate=80,
+                               zero_time_rate=0.1, duration_min=0.5, duration_max=0.8,
+                               fail_rate=0.0, duplicate_rate=0.05), lambda: clock[0])  # fmt: skip
+        engine_task_id, _ = sim.submit({"agents": [{"agent_name": "red"}]}, None)
+        agent = sim.tasks[engine_task_id].agents[0]
+        cursor, stored = Cursor(), Counter[str]()
+        for _ in range(200):
+            clock[0] += 0.02
+            since = cursor.since()
+            page = EngineLogPage([decode.decode(msgspec.json.encode(x))
+                                  for x in sim.logs(agent.id, since, 1000)])  # fmt: skip
+            got = ingest(cursor, page, 1000, since, agent.status(clock[0])[0] == "completed")
+            cursor = got.cursor
+            stored.update(f"{x['timestamp']} {x['message']}" for x in got.lines)
+        emitted = Counter(f"{stored_ts_of(x['timestamp'])} {x['message']}"
+                          for x in (sim.render(line) for line in agent.lines))  # fmt: skip
+        assert stored == emitted, f"seed {seed}: {stored - emitted} twice, {emitted - stored} lost"
+
+
+def test_a_numbered_gap_does_not_count_a_broken_line_read_before_it() -> None:
+    """Pages of 5 at one instant that holds 6 numbered lines, the fifth sent broken: the gap
+    holds exactly the one line never read (the broken one was read, and counted skipped)."""
+
+    def line(ms: int, seq: int) -> EngineLogLine:
+        return EngineLogLine(timestamp=f"2025-11-12T10:00:00.{ms:03d}Z", message=f"{seq}", seq=seq)
+
+    full = EngineLogPage([*(line(2, seq) for seq in range(1, 5)), b'{"timestamp":null}'])
+    cursor, gaps, skipped = Cursor(), [], 0
+    for page in (full, full, full, full, EngineLogPage([line(3, 7)])):
+        since = cursor.since()
+        got = ingest(cursor, page, 100, since, ended=True)
+        cursor, skipped = got.cursor, skipped + got.skipped
+        gaps += [got.gap.lines] if got.gap else []
+    assert (gaps, skipped) == ([1], 1)

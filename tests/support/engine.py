@@ -99,6 +99,16 @@ async def monitor_for(
         yield TaskMonitor(reports, engine, services.run_sync, restart_backoff=0.05)
 
 
+async def drain(monitor: TaskMonitor, task_id: int, polls: int = 200) -> None:
+    """Poll an ended task until every agent's logs are marked drained."""
+    for _ in range(polls):
+        _, _, cursors = await monitor._run(monitor.reports.load, task_id)
+        if all(c.drained for _, c in cursors.values()):
+            return
+        await monitor.poll_task(task_id)
+    raise AssertionError(f"the logs of task {task_id} were not drained within {polls} polls")
+
+
 async def run_to_end(monitor: TaskMonitor, task_id: int, polls: int = 400) -> str:
     """Poll until the task has ended (bounded by a number of polls, not by time)."""
     for _ in range(polls):

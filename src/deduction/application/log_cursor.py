@@ -8,7 +8,8 @@ exclusive one without it, and the cursor records which (`mode`); an exclusive En
 asked 1 µs before `ts`. Answers reaching back before `since` reveal a coarser comparison
 (`grain`). Lines before `ts` are dropped, lines at `ts` are matched against the tail by count,
 later lines are new. A line without a usable time (broken, or Go's zero time) is ordered at the
-time of the line before it in the answer (or at `ts`), so it is neither lost nor stored twice.
+time of the line before it in the answer (before all stored lines when it opens the answer), so
+it is neither lost nor stored twice.
 When full answers of stored lines come back twice, more lines share one instant (at the
 Engine's grain) than it will return: no 4.1 client can read the rest, so the cursor moves past
 that instant and says so (a gap, of exact size when the Engine numbers its lines).
@@ -51,6 +52,7 @@ class Cursor:
     after: str | None = None  # lines before this instant are past a gap
     stalls: int = 0  # consecutive full answers of stored lines
     gap_seq: int | None = None  # the last number stored before an open gap
+    unnumbered: int = 0  # broken lines taken after the numbered line `seq`: numbered too
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Cursor:
@@ -64,7 +66,8 @@ class Cursor:
         out: dict[str, Any] = {"ts": self.ts, "tail": self.tail}
         for name, default in (("seq", None), ("drained", False), ("mode", None), ("grain", 1),
                               ("page", 0), ("capped", False), ("probing", False),
-                              ("count", 0), ("after", None), ("stalls", 0), ("gap_seq", None)):  # fmt: skip
+                              ("count", 0), ("after", None), ("stalls", 0), ("gap_seq", None),
+                              ("unnumbered", 0)):  # fmt: skip
             if getattr(self, name) != default:
                 out[name] = getattr(self, name)
         return out
@@ -176,8 +179,11 @@ def _nothing_new(cursor: Cursor, done: bool) -> Ingested:
 
 def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
     """Each entry with the time it is ordered by: its own, or for one without a usable time
-    the time of the entry before it in the answer (the cursor's at the answer's start)."""
-    previous = cursor.after or cursor.ts or _FIRST
+    the time of the entry before it in the answer. One that opens an answer is ordered
+    before everything stored: the Engine's cut fell between it and a line stored before it,
+    so an earlier answer held it too (from the first read on, which opens at the same
+    lines). Only past a gap is it new: then it is ordered at the gap's end."""
+    previous = cursor.after or _FIRST
     items: list[Item] = []
     for entry in entries:
         if isinstance(entry, bytes):
@@ -286,9 +292,13 @@ def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
     at_newest = Counter(fp for eff, fp, _, _ in fresh if eff == newest)
     tail = Counter(cursor.tail) + at_newest if newest == cursor.ts else at_newest
     seqs = [seq for *_, seq in fresh if seq is not None]
+    last = max((i for i, item in enumerate(fresh) if item[3] is not None), default=-1)
+    broken = sum(line is None for _, _, line, _ in fresh[last + 1 :])
+    unnumbered = broken if seqs else cursor.unnumbered + broken
     after = cursor.after if cursor.after and newest < stored_ts_of(cursor.after) else None
     return replace(cursor, ts=newest, tail=dict(tail), seq=seqs[-1] if seqs else cursor.seq,
-                   after=after, stalls=0, count=cursor.count + len(fresh))  # fmt: skip
+                   after=after, stalls=0, count=cursor.count + len(fresh),
+                   unnumbered=unnumbered)  # fmt: skip
 
 
 def _skip(cursor: Cursor) -> Ingested:
@@ -299,7 +309,8 @@ def _skip(cursor: Cursor) -> Ingested:
     after = stored_ts_of(rfc3339_short(boundary))
     moved = replace(cursor, after=after, stalls=0)
     if cursor.seq is not None:  # the numbering of the next line read gives the exact size
-        return Ingested([], 0, None, replace(moved, gap_seq=cursor.seq), True, False)
+        gap_seq = cursor.seq + cursor.unnumbered  # broken lines after it were read
+        return Ingested([], 0, None, replace(moved, gap_seq=gap_seq), True, False)
     return Ingested([], 0, Gap(cursor.ts, after, None, cursor.page), moved, True, False)
 
 
