@@ -157,7 +157,7 @@ async def _engine(args: argparse.Namespace) -> int:
         page_cap=args.page_cap, since_resolution=args.since_resolution,
         malformed_rate=args.malformed_rate, zero_time_rate=args.zero_time_rate,
         seq_restart=args.seq_restart, burst=args.burst, stall_rate=args.stall_rate,
-        stall_seconds=args.stall_seconds,
+        stall_seconds=args.stall_seconds, reject_updates=args.reject_updates,
     )  # fmt: skip
     log.info("engine.started", url=f"http://{args.host}:{args.port}", seed=args.seed,
              state_dir=str(args.state_dir) if args.state_dir else None)  # fmt: skip
@@ -208,6 +208,7 @@ def _add_engine_parser(sub: Any) -> None:
     add("--burst", type=int, default=0, help="lines at one instant when an attempt starts")
     add("--stall-rate", type=float, default=0.0, help="share of calls that stall")
     add("--stall-seconds", type=float, default=30.0, help="how long a stalled call waits")
+    add("--reject-updates", metavar="MESSAGE", help="answer every update 422 with MESSAGE")
     add(
         "--state-dir",
         type=Path,

@@ -24,7 +24,7 @@ from psycopg import AsyncConnection
 from deduction.adapters.engine.resilience import CircuitBreaker
 from deduction.application.services import Services
 from deduction.reference_engine.simulation import ZERO_TIME
-from tests.support.engine import drain, live_engine, monitor_for
+from tests.support.engine import EngineClock, drain, live_engine, monitor_for
 from tests.support.logs import line_key, stored_multiset
 from tests.support.plan import create_task, new_task
 from tests.support.waits import settled
@@ -62,16 +62,6 @@ KNOBS = st.fixed_dictionaries(
         "duration_max": st.floats(0.4, 0.9),
     }
 )
-
-
-class EngineClock:
-    """The Engine's time, moved by the test."""
-
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -153,10 +143,13 @@ async def _one_run(services: Services, knobs: dict[str, Any], agents: int) -> No
         breaker = CircuitBreaker(cooldown=0.02)  # polls follow each other without a pause
         async with monitor_for(services, live.url, timeout=0.2, breaker=breaker) as monitor:
             params = [{"n": i} for i in range(agents)]
-            task_id = await services.run_sync(create_task, services.app, new_task(f"prop_{uuid4().hex[:12]}", params))
-            await monitor.submit_task(task_id)
+            task_id = await services.run_sync(
+                create_task, services.app, new_task(f"prop_{uuid4().hex[:12]}", params)
+            )
             for _ in range(POLLS):
                 clock.now += STEP
+                if services.app.get_task(task_id).engine_task_id is None:
+                    await monitor.submit_task(task_id)  # again, as the sweep would
                 outcome = await monitor.poll_task(task_id)
                 if outcome is not None and outcome.status in ("completed", "failed", "stopped"):
                     break

@@ -29,6 +29,16 @@ FAST = {
 }
 
 
+class EngineClock:
+    """The Engine's time, moved by the test (`Simulation.clock`)."""
+
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class LiveEngine:
     """A reference Engine served on a loopback port; stop() and start() keep its state."""
 

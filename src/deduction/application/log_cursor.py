@@ -53,6 +53,7 @@ class Cursor:
     stalls: int = 0  # consecutive full answers of stored lines
     gap_seq: int | None = None  # the last number stored before an open gap
     unnumbered: int = 0  # broken lines taken after the numbered line `seq`: numbered too
+    gap_attempt: int = 0  # the agent's attempt when the open gap began
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Cursor:
@@ -67,7 +68,7 @@ class Cursor:
         for name, default in (("seq", None), ("drained", False), ("mode", None), ("grain", 1),
                               ("page", 0), ("capped", False), ("probing", False),
                               ("count", 0), ("after", None), ("stalls", 0), ("gap_seq", None),
-                              ("unnumbered", 0)):  # fmt: skip
+                              ("unnumbered", 0), ("gap_attempt", 0)):  # fmt: skip
             if getattr(self, name) != default:
                 out[name] = getattr(self, name)
         return out
@@ -127,9 +128,11 @@ def ingest(
     max_lines: int,
     asked: str | None = None,
     ended: bool = False,
+    attempt: int = 0,
 ) -> Ingested:
     """The new lines of one answer to `since = asked` (at most about `max_lines`); `ended`
-    says the agent has ended, so the Engine holds every line it will have."""
+    says the agent has ended, so the Engine holds every line it will have; `attempt` changes
+    whenever the agent may have been restarted (an Engine may number lines per attempt)."""
     size = len(page.entries)
     items = _items(cursor, page.entries)
     cursor, discard = _learn(cursor, asked, items)
@@ -146,7 +149,7 @@ def ingest(
         cursor = replace(cursor, page=max(cursor.page, size))
         lines = [line for _, _, line, _ in fresh if line is not None]
         skipped = len(fresh) - len(lines)
-        cursor, gap = _close_gap(cursor, fresh)
+        cursor, gap = _close_gap(cursor, fresh, attempt)
         return Ingested(lines, skipped, gap, _advance(cursor, fresh), not short, short)
     cursor = replace(cursor, page=max(cursor.page, size))
     if not full or cursor.ts is None:
@@ -155,7 +158,7 @@ def ingest(
         return Ingested([], 0, None, replace(cursor, stalls=cursor.stalls + 1), False, False)
     if not cursor.capped:  # a full answer twice: read from the start, which a cut keeps short
         return Ingested([], 0, None, replace(cursor, probing=True), True, False)
-    return _skip(cursor)
+    return _skip(cursor, attempt)
 
 
 def _probed(cursor: Cursor, size: int, ended: bool) -> tuple[Cursor, bool | None]:
@@ -273,7 +276,7 @@ def _cut(fresh: list[Item], max_lines: int) -> tuple[list[Item], bool]:
     return fresh[:cut], cut < len(fresh)
 
 
-def _close_gap(cursor: Cursor, fresh: list[Item]) -> tuple[Cursor, Gap | None]:
+def _close_gap(cursor: Cursor, fresh: list[Item], attempt: int) -> tuple[Cursor, Gap | None]:
     """After a gap, the Engine's numbering says how many lines it held: the jump."""
     if cursor.gap_seq is None or cursor.after is None or cursor.ts is None:
         return cursor, None
@@ -283,6 +286,8 @@ def _close_gap(cursor: Cursor, fresh: list[Item]) -> tuple[Cursor, Gap | None]:
     seq = fresh[first][3]
     assert seq is not None
     hidden = seq - cursor.gap_seq - 1 - first  # the unnumbered lines before it were read
+    if seq <= cursor.gap_seq or attempt != cursor.gap_attempt:  # numbering may have restarted
+        return replace(cursor, gap_seq=None), Gap(cursor.ts, cursor.after, None, cursor.page)
     gap = Gap(cursor.ts, cursor.after, hidden, cursor.page) if hidden > 0 else None
     return replace(cursor, gap_seq=None), gap
 
@@ -301,7 +306,7 @@ def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
                    unnumbered=unnumbered)  # fmt: skip
 
 
-def _skip(cursor: Cursor) -> Ingested:
+def _skip(cursor: Cursor, attempt: int) -> Ingested:
     """Move past the instant (at the Engine's grain) whose lines do not fit in one answer."""
     assert cursor.ts is not None
     ts_us, grain = _us(cursor.ts), cursor.grain
@@ -310,7 +315,8 @@ def _skip(cursor: Cursor) -> Ingested:
     moved = replace(cursor, after=after, stalls=0)
     if cursor.seq is not None:  # the numbering of the next line read gives the exact size
         gap_seq = cursor.seq + cursor.unnumbered  # broken lines after it were read
-        return Ingested([], 0, None, replace(moved, gap_seq=gap_seq), True, False)
+        return Ingested([], 0, None, replace(moved, gap_seq=gap_seq, gap_attempt=attempt),
+                        True, False)  # fmt: skip
     return Ingested([], 0, Gap(cursor.ts, after, None, cursor.page), moved, True, False)
 
 

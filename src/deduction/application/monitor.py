@@ -147,6 +147,8 @@ class TaskMonitor:
         cursor = ex.cursor if ex.engine_agent_id == engine_agent_id else Cursor()
         got = LogRead(ex.log_version, cursor)
         budget = self.reports.max_lines
+        restarted = ex.execution_id in report.restarted or not ex.awaiting_restart
+        attempt = 2 * ex.retry_count + restarted  # moves at each failure and each restart
         async with self._log_slots:
             for _ in range(MAX_LOG_CALLS):
                 since = got.cursor.since()
@@ -161,7 +163,7 @@ class TaskMonitor:
                 except EngineError as e:
                     log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
                     break
-                step = ingest(got.cursor, page, budget - len(got.lines), since, ex.ended)
+                step = ingest(got.cursor, page, budget - len(got.lines), since, ex.ended, attempt)
                 got.cursor, got.complete = step.cursor, step.complete
                 got.lines += step.lines
                 got.skipped += step.skipped
