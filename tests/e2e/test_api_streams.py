@@ -3,58 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.support.api import TASK, Api, create_task, drive_task, task_detail
+import msgspec
+import pytest
+
+from deduction.application.catalog_import import demo_catalog, load_catalog
+from deduction.bootstrap import open_services
+from tests.support.api import TASK, Api, create_task, drive_task, serve_api, settings_for
 from tests.support.logs import log_lines, save_logs
-from tests.support.streams import BOARD, Message, body, open_sse, read_sse, read_ws, sse_events
-
-
-async def history_of(api: Api, task_id: int) -> list[dict[str, Any]]:
-    status, answer = await api.call("GET", f"{TASK}/{task_id}/history")
-    assert status == 200, answer
-    return list(answer["data"])
-
-
-async def lines_of(api: Api, task_id: int, level: str | None = None) -> list[dict[str, Any]]:
-    """Every stored line of the task, oldest first, through the log endpoint's pages."""
-    out: list[dict[str, Any]] = []
-    params = {"order": "asc", "limit": "1000", **({"level": level} if level else {})}
-    while True:
-        status, answer = await api.call("GET", f"{TASK}/{task_id}/logs", params=params)
-        assert status == 200, answer
-        out += answer["data"]["logs"]
-        if answer["data"]["next_cursor"] is None:
-            return out
-        params["after_id"] = str(answer["data"]["next_cursor"])
-
-
-def streamed_lines(messages: list[Message]) -> list[dict[str, Any]]:
-    return [line for m in messages if m.type == "logs" for line in m.data["lines"]]
-
-
-def assert_in_order_once(messages: list[Message]) -> None:
-    keys = [m.key for m in messages]
-    assert keys == sorted(keys) and len(set(keys)) == len(keys), keys
-
-
-async def assert_everything(api: Api, task_id: int, messages: list[Message]) -> None:
-    """The stream carried every history entry and log line the endpoints show, in order,
-    the task's and each agent's last state, and ended once, last."""
-    assert_in_order_once(messages)
-    assert [m.data["entry"] for m in messages if m.type == "history"] == await history_of(
-        api, task_id
-    )
-    assert streamed_lines(messages) == await lines_of(api, task_id)
-    detail = await task_detail(api, task_id)
-    task = [m.data["task"] for m in messages if m.type == "task"][-1]
-    assert {k: detail[k] for k in task} == task
-    for agent in detail["agent_executions"]:
-        last = [m.data["agent"] for m in messages if m.type == "agent"
-                and m.data["agent"]["id"] == agent["id"]][-1]  # fmt: skip
-        assert {k: agent[k] for k in last} == last
-    assert [m.type for m in messages].count("end") == 1 and messages[-1].type == "end"
-    assert messages[-1].data["status"] == detail["status"]
+from tests.support.streams import (
+    BOARD,
+    Message,
+    assert_everything,
+    body,
+    lines_of,
+    open_sse,
+    read_sse,
+    read_ws,
+    sse_events,
+    streamed_lines,
+)
 
 
 async def test_a_task_stream_replays_the_tables_then_follows_changes(
@@ -137,3 +107,33 @@ async def test_the_board_shows_task_changes_of_its_status(catalog: Api) -> None:
     assert [(m.data["task"]["id"], m.data["task"]["status"]) for m in seen] == [
         (running, "running"), (running, "completed")]  # fmt: skip
     assert pending not in {m.data["task"]["id"] for m in seen}
+
+
+@pytest.fixture
+async def small_api(db_url: str) -> AsyncIterator[Api]:
+    """An API process that serves two streams at most and beats every 0.2 s."""
+    settings = settings_for(db_url, stream_max_subscribers=2, stream_heartbeat=0.2)
+    async with open_services(settings) as services, serve_api(services) as api:
+        await services.run_sync(load_catalog, services.app, demo_catalog())
+        yield api
+
+
+async def test_idle_streams_beat_and_streams_beyond_the_cap_are_refused(small_api: Api) -> None:
+    task_id = (await create_task(small_api, name="capped"))["id"]
+    url = small_api.base.replace("http", "ws", 1) + f"{TASK}/{task_id}/ws"
+    async with open_sse(small_api, BOARD) as board, small_api.session.ws_connect(url) as ws:
+        beats = 0
+        async for m in sse_events(board):
+            beats += m is None
+            if beats == 2:
+                break
+        kinds = set()
+        while "heartbeat" not in kinds:
+            kinds.add(msgspec.json.decode((await ws.receive(timeout=5)).data)["type"])
+        status, answer = await small_api.call("GET", f"{TASK}/{task_id}/stream")
+        assert (status, answer["code"]) == (503, 503) and "2 streams" in answer["message"]
+        async with small_api.session.ws_connect(url) as third:
+            await third.receive(timeout=5)
+            assert third.close_code == 1013
+    async with open_sse(small_api, f"{TASK}/{task_id}/stream") as again:
+        assert again.status == 200  # closed streams free their places

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from litestar import Controller, WebSocket, get, websocket
 from litestar.datastructures import State
 from litestar.exceptions import WebSocketDisconnect
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Example
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Response, Stream
@@ -47,6 +48,7 @@ LastEventId = Annotated[
         description="sent by EventSource when it reconnects: the id of the last message it got",
     ),
 ]
+ENDED = ResponseSpec(None, description="The stream ended at or before the given id: no more")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Close codes of the WebSocket: as the HTTP statuses of the SSE endpoint would say it.
 WS_NOT_FOUND, WS_INVALID, WS_BUSY = 4404, 4422, 1013
@@ -99,7 +101,7 @@ class StreamController(Controller):
         "/task/{task_id:str}/stream",
         operation_id="streamTask",
         media_type="text/event-stream",
-        responses=documented(404, 422, 503),
+        responses={**documented(404, 422, 503), 204: ENDED},
     )
     async def task_stream(
         self,
