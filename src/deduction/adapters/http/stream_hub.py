@@ -141,8 +141,9 @@ class StreamHub:
             if f.kind == "end":
                 return
         while (left := deadline - time.monotonic()) > 0:
-            try:
-                f = await asyncio.wait_for(sub.queue.get(), min(heartbeat, left))
+            try:  # asyncio.timeout, not wait_for: no task per message at 1,000 subscribers
+                async with asyncio.timeout(min(heartbeat, left)):
+                    f = await sub.queue.get()
             except TimeoutError:
                 yield None
                 continue
