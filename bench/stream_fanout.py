@@ -52,17 +52,21 @@ async def subscriber(
                     arrivals.append((json.loads(line[6:])["position"], time.time()))
 
 
-def commit_batches(url: str, task_id: int, execution_id: int, count: int) -> dict[int, float]:
-    """Save one log batch every 100 ms; position -> the time just before its save."""
+def commit_batches(
+    url: str, task_id: int, execution_id: int, count: int
+) -> dict[int, tuple[float, float]]:
+    """Save one log batch every 100 ms; position -> the times just before and after its save
+    (the commit is between them)."""
     app = DeductionApp(env=eventsourcing_env(url))
-    sent: dict[int, float] = {}
+    sent: dict[int, tuple[float, float]] = {}
     try:
         for version in range(1, count + 1):
             line = {"timestamp": "2025-11-12T10:00:00Z", "level": "INFO",
                     "message": f"bench {version}", "source": None, "extra": None}  # fmt: skip
             started = time.time()
             batch = ExecutionLog.batch(version, execution_id, task_id, [line], {})
-            sent[app.save(batch)[-1].notification.id] = started
+            position = app.save(batch)[-1].notification.id
+            sent[position] = (started, time.time())
             time.sleep(0.1)
     finally:
         app.close()
@@ -95,9 +99,12 @@ async def fan_out(url: str, base: str, pid: int, subscribers: int, events: int) 
         for reader in readers:
             reader.cancel()
         await asyncio.gather(*readers, return_exceptions=True)
-    latencies = [(t - sent[p]) * 1000 for got in arrivals for p, t in got if p in sent]
+    received = [(p, t) for got in arrivals for p, t in got if p in sent]
     return {
-        "latencies_ms": latencies,
+        "latencies_ms": [(t - sent[p][0]) * 1000 for p, t in received],
+        "p50_after_save_returned_ms": round(
+            statistics.median((t - sent[p][1]) * 1000 for p, t in received), 2
+        ),
         "expected": subscribers * events,
         "rss_per_subscriber_kib": (rss_idle - rss_before) / subscribers,
         "rss_before_kib": rss_before,

@@ -4,6 +4,7 @@ resume and dropped, and resuming there loses and repeats nothing."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -84,6 +85,15 @@ async def test_subscribers_beyond_the_cap_are_refused(hub: StreamHub) -> None:
         hub.open(2, 0, None)
     hub.close(subs[0])
     hub.close(subs[0])  # closing twice frees one place only
-    hub.open(3, 0, None)
+    subs.append(hub.open(3, 0, None))
     with pytest.raises(StreamsFullError):
         hub.open(4, 0, None)
+    assert hub.subscribers == 2
+
+
+async def test_a_stream_whose_response_never_ran_frees_its_place(hub: StreamHub) -> None:
+    """A client that leaves before its stream starts never reaches close()."""
+    for task_id in range(1, 5):
+        hub.open(task_id, 0, None)  # dropped at once, as a response never sent
+    gc.collect()
+    assert hub.subscribers == 0

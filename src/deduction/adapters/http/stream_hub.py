@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 import structlog
@@ -50,6 +52,7 @@ class Subscriber:
     last: str = "0"  # token of the newest message queued or sent
     dropped: bool = False
     closed: bool = False
+    release: weakref.finalize[Any, Any] | None = None
 
     def wants(self, row_status: RowStatus) -> bool:
         if self.status is None or row_status is None:
@@ -105,14 +108,22 @@ class StreamHub:
         if self._count >= self._max:
             raise StreamsFullError(f"this server already serves {self._max} streams; retry later")
         self._count += 1
-        return Subscriber(task_id, min_level, status)
+        sub = Subscriber(task_id, min_level, status)
+        # A response dropped before its stream ever ran (the client left at once) never calls
+        # close(): its place is freed when the subscriber is collected.
+        sub.release = weakref.finalize(sub, self._release)
+        return sub
+
+    def _release(self) -> None:
+        self._count -= 1
 
     def close(self, sub: Subscriber) -> None:
         """Forget the subscriber (idempotent)."""
         if sub.closed:
             return
         sub.closed = sub.dropped = True
-        self._count -= 1
+        if sub.release is not None:
+            sub.release()  # runs once, whoever calls it first
         subs = self._board if sub.task_id is None else self._tasks.get(sub.task_id, set())
         subs.discard(sub)
         if sub.task_id is not None and not subs:
@@ -124,6 +135,7 @@ class StreamHub:
         """What the subscriber missed after `after`, read from the tables, then its live feed;
         None when nothing came for `heartbeat` seconds. Ends after an end or resume message,
         or after `max_age` seconds (the client then resumes, perhaps on another process)."""
+        await self._ready.wait()  # before it, `fetched` is not yet where the tables are
         deadline, cursor, target = time.monotonic() + max_age, after, self.fetched
         async for f in self._replay(sub, cursor, target):  # the bulk, without holding anyone up
             cursor = f.key
@@ -180,7 +192,7 @@ class StreamHub:
                 try:
                     async with self._lock:
                         await self._fan_out(self.watermark())
-                except psycopg.Error as e:
+                except Exception as e:  # noqa: BLE001 - streams wait, the next advance retries
                     log.warning("streams.read_failed", error=str(e))
                     await asyncio.sleep(1.0)
 

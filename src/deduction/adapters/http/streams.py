@@ -184,5 +184,5 @@ async def _send(
 async def _drain(socket: WebSocket[Any, Any, Any]) -> None:
     """Read (and ignore) what the client sends, to notice when it goes away."""
     with contextlib.suppress(WebSocketDisconnect):
-        while True:
-            await socket.receive_data(mode="text")
+        while (await socket.receive())["type"] != "websocket.disconnect":
+            pass
