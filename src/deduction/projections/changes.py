@@ -86,10 +86,10 @@ _AGENTS = _query(
     "SELECT {}, position FROM agent_execution WHERE deduction_task_id = ANY(%(ids)s) AND " + _RANGE,
     AGENT_COLUMNS,
 )
-_HISTORY = _query(
-    "SELECT {} FROM deduction_task_history WHERE deduction_task_id = ANY(%(ids)s)"
+_HISTORY = _query(  # an entry's position is its id
+    "SELECT {}, id AS position FROM deduction_task_history WHERE deduction_task_id = ANY(%(ids)s)"
     " AND id > %(after)s AND id <= %(upto)s ORDER BY id LIMIT %(limit)s",
-    history.READ_COLUMNS,
+    tuple(c for c in history.READ_COLUMNS if c != "position"),
 )
 _LOGS = _query(
     "SELECT {}, deduction_task_id, level_no FROM agent_execution_log"
