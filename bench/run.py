@@ -20,6 +20,7 @@ BENCHMARKS = (
     "projection_rebuild",
     "mixed_load",
     "audit_trail",
+    "stream_fanout",
 )
 
 

@@ -55,6 +55,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds one event store statement may run before the server cancels it."""
     save_stuck_after: float = 60.0
     """A save running longer than this makes /ready answer 503 (the write path is stuck)."""
+    stream_max_subscribers: int = 2000
+    """Streams (SSE and WebSocket) one API process serves at once; 503 beyond."""
+    stream_queue_size: int = 1000
+    """Messages queued for one stream; a client that falls this far behind is sent a resume
+    message and disconnected."""
+    stream_heartbeat: float = 15.0
+    """Seconds of silence after which a stream sends a heartbeat, so proxies keep it open."""
+    stream_max_age: float = 900.0
+    """Seconds a stream stays open; the client then resumes (perhaps on another process)."""
     log_level: str = "INFO"
 
 
@@ -79,6 +88,10 @@ _ENV_NAMES = {
     "poll_threads": "POLL_THREADS",
     "db_statement_timeout": "DB_STATEMENT_TIMEOUT",
     "save_stuck_after": "SAVE_STUCK_AFTER",
+    "stream_max_subscribers": "STREAM_MAX_SUBSCRIBERS",
+    "stream_queue_size": "STREAM_QUEUE_SIZE",
+    "stream_heartbeat": "STREAM_HEARTBEAT",
+    "stream_max_age": "STREAM_MAX_AGE",
     "log_level": "LOG_LEVEL",
 }
 
@@ -110,6 +123,10 @@ def _check(s: Settings) -> None:
         raise SettingsError("DB_STATEMENT_TIMEOUT and SAVE_STUCK_AFTER must be positive")
     if s.log_retention_days < 0:
         raise SettingsError("LOG_RETENTION_DAYS must not be negative")
+    if s.stream_max_subscribers < 1 or s.stream_queue_size < 2:
+        raise SettingsError("STREAM_MAX_SUBSCRIBERS must be at least 1, STREAM_QUEUE_SIZE 2")
+    if s.stream_heartbeat <= 0 or s.stream_max_age <= 0:
+        raise SettingsError("STREAM_HEARTBEAT and STREAM_MAX_AGE must be positive")
 
 
 def data_path(s: Settings) -> Path:

@@ -64,3 +64,7 @@ def test_mixed_load(tmp_path: Path) -> None:
 
 def test_audit_trail(tmp_path: Path) -> None:
     check("audit_trail", tmp_path)
+
+
+def test_stream_fanout(tmp_path: Path) -> None:
+    check("stream_fanout", tmp_path)

@@ -73,7 +73,9 @@ class LiveServer:
             self._ready.set()
 
     async def _serve(self) -> None:
-        async with open_services(settings_for(self.database_url)) as services:
+        # Streams end after 0.1 s here: a generated request reads a whole answer.
+        settings = settings_for(self.database_url, stream_max_age=0.1)
+        async with open_services(settings) as services:
             await self._seed(services)
             config = uvicorn.Config(
                 create_app(services), host="127.0.0.1", port=self.port, log_level="warning"

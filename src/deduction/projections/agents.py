@@ -36,9 +36,16 @@ DDL = [
         create_at timestamptz NOT NULL,
         update_at timestamptz NOT NULL,
         seq integer NOT NULL,
-        version integer NOT NULL
+        version integer NOT NULL,
+        position bigint NOT NULL DEFAULT 0
     )
     """,
+    # Tables made before the stream column existed get it here; a rebuild fills it in.
+    "ALTER TABLE agent_execution ADD COLUMN IF NOT EXISTS position bigint NOT NULL DEFAULT 0",
+    (
+        "CREATE INDEX IF NOT EXISTS idx_agent_execution_task_position"
+        " ON agent_execution(deduction_task_id, position)"
+    ),
     "CREATE INDEX IF NOT EXISTS idx_agent_execution_task_id ON agent_execution(deduction_task_id)",
     "CREATE INDEX IF NOT EXISTS idx_agent_execution_status ON agent_execution(status)",
     (
@@ -104,7 +111,7 @@ class AgentProjection(RowProjection):
         "id", "deduction_task_id", "agent_meta_id", "agent_name", "agent_load", "side",
         "params", "status", "engine_agent_id", "progress", "start_time", "end_time", "result",
         "error_message", "retry_count", "max_retry", "log_lines_skipped", "log_gaps",
-        "create_at", "update_at", "seq", "version",
+        "create_at", "update_at", "seq", "version", "position",
     )  # fmt: skip
 
     def create_row(self, e: EventRow) -> Row:

@@ -165,6 +165,7 @@ class RowProjection(Projection):
                 row = found
                 handlers[e.name](row, e)
             row["update_at"], row["version"] = e.timestamp, e.version
+            row["position"] = e.notification_id  # what a stream resumed after P asks for
             changed[row["id"]] = row
         return changed
 

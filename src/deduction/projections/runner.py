@@ -25,6 +25,8 @@ log = structlog.get_logger(__name__)
 
 EVENTS_TABLE = "deduction_events"  # the eventsourcing table of the "Deduction" application
 CHANNEL = "deduction_events"  # the library NOTIFYs this channel on every insert
+# After each page: "<projection>:<position>", every event up to it applied (or not its topic).
+READ_MODELS_CHANNEL = "deduction_read_models"
 TRACKING = """
 CREATE TABLE IF NOT EXISTS projection_tracking (
     name text PRIMARY KEY,
@@ -249,6 +251,10 @@ class ProjectionRunner:
                 self.positions[name] = page.checked
                 async with self._progress:
                     self._progress.notify_all()
+                await conn.execute(  # streams in every process follow the read tables by it
+                    "SELECT pg_notify(%s, %s)", [READ_MODELS_CHANNEL, f"{name}:{page.checked}"],
+                    prepare=True,
+                )  # fmt: skip
             if page.applied < self._page_size:
                 return applied
 

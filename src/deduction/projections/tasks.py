@@ -51,9 +51,15 @@ DDL = [
         submission_attempts integer NOT NULL DEFAULT 0,
         engine_unreachable_since timestamptz,
         engine_error text,
-        version integer NOT NULL
+        version integer NOT NULL,
+        position bigint NOT NULL DEFAULT 0,
+        previous_status varchar(32)
     )
     """,
+    # Tables made before the stream columns existed get them here; a rebuild fills them in.
+    "ALTER TABLE deduction_task ADD COLUMN IF NOT EXISTS position bigint NOT NULL DEFAULT 0",
+    "ALTER TABLE deduction_task ADD COLUMN IF NOT EXISTS previous_status varchar(32)",
+    "CREATE INDEX IF NOT EXISTS idx_deduction_task_position ON deduction_task(position)",
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_status ON deduction_task(status)",
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_scheme_id ON deduction_task(scheme_id)",
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_create_at ON deduction_task(create_at)",
@@ -77,7 +83,7 @@ TIME_COLUMNS = frozenset(
 
 def _status(row: Row, e: EventRow) -> None:
     new = e.state["new_status"]
-    row["status"] = new
+    row["previous_status"], row["status"] = row["status"], new  # a board sees who left it
     if new == "running" and row["start_time"] is None:
         row["start_time"] = e.timestamp
     if new in TERMINAL:
@@ -126,6 +132,7 @@ class TaskProjection(RowProjection):
         "total_agents", "completed_agents", "failed_agents", "error_message", "create_at",
         "update_at", "created_by", "stop_requested", "stop_delivered", "pending_updates",
         "submission_attempts", "engine_unreachable_since", "engine_error", "version",
+        "position", "previous_status",
     )  # fmt: skip
 
     def create_row(self, e: EventRow) -> Row:
@@ -139,7 +146,7 @@ class TaskProjection(RowProjection):
             "failed_agents": 0, "error_message": None, "create_at": e.timestamp,
             "created_by": s["operator"], "stop_requested": False, "stop_delivered": False,
             "pending_updates": 0, "submission_attempts": 0, "engine_unreachable_since": None,
-            "engine_error": None,
+            "engine_error": None, "previous_status": None,
         }  # fmt: skip
 
     def handlers(self) -> dict[str, Handler]:

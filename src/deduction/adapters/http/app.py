@@ -26,9 +26,12 @@ from deduction.adapters.http.executions import AgentExecutionController
 from deduction.adapters.http.history import HistoryController
 from deduction.adapters.http.logs import LogController
 from deduction.adapters.http.responses import ProbeResponse
+from deduction.adapters.http.stream_hub import StreamHub
+from deduction.adapters.http.streams import StreamController, task_socket
 from deduction.adapters.http.tasks import TaskController
 from deduction.application.services import Services
 from deduction.config import Settings
+from deduction.projections.changes import PostgresChangeView
 from deduction.projections.runner import status
 
 API_VERSION = "1.0.0"
@@ -111,7 +114,7 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def _litestar(state: State, max_body_bytes: int) -> Litestar:
+def _litestar(state: State, max_body_bytes: int, hub: StreamHub | None = None) -> Litestar:
     return Litestar(
         route_handlers=[
             health,
@@ -122,7 +125,11 @@ def _litestar(state: State, max_body_bytes: int) -> Litestar:
             HistoryController,
             AuditController,
             *CATALOG_CONTROLLERS,
+            StreamController,
+            task_socket,
         ],
+        on_startup=[hub.start] if hub else [],
+        on_shutdown=[hub.stop] if hub else [],
         before_request=answer_options,
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
@@ -134,8 +141,11 @@ def _litestar(state: State, max_body_bytes: int) -> Litestar:
 
 
 def create_app(services: Services) -> Litestar:
-    state = State({"services": services, "reads": ReadViews.over(services.pool)})
-    return _litestar(state, services.settings.max_body_bytes)
+    settings = services.settings
+    hub = StreamHub(services.database_url, PostgresChangeView(services.pool),
+                    settings.stream_max_subscribers, settings.stream_queue_size)  # fmt: skip
+    state = State({"services": services, "reads": ReadViews.over(services.pool), "streams": hub})
+    return _litestar(state, settings.max_body_bytes, hub)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -21,15 +21,18 @@ _json = msgspec.json.Encoder()
 class LogProjection(Projection):
     name = "logs"
     ddl = DDL
-    tables = ("agent_execution_log", "agent_execution_log_count")
+    tables = ("agent_execution_log", "agent_execution_log_count", "agent_execution_log_drained")
     events = (ExecutionLog.LogsReceived,)
 
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
         counts: Counter[tuple[int, int, int]] = Counter()
         out: list[str] = []
+        drained: list[tuple[int, int, int]] = []
         for e in events:
             s = e.state
             execution_id, task_id = s["execution_id"], s["task_id"]
+            if s.get("cursor", {}).get("drained"):
+                drained.append((execution_id, task_id, e.notification_id))
             head = f"\t{execution_id}\t{task_id}\t"
             created = e.timestamp.isoformat()
             base = e.notification_id * LINE_ID_FACTOR
@@ -45,6 +48,8 @@ class LogProjection(Projection):
                     f"{_NULL if extra is None else _json_text(extra)}\t{created}\n"
                 )
                 counts[(execution_id, task_id, level_no)] += 1
+        if drained:
+            await _record_drained(conn, drained)
         if not out:
             return
         async with conn.cursor() as cur:
@@ -67,6 +72,15 @@ class LogProjection(Projection):
                     [counts[k] for k in keys],
                 ],
             )
+
+
+async def _record_drained(conn: AsyncConnection[Any], drained: list[tuple[int, int, int]]) -> None:
+    async with conn.cursor() as cur:
+        await cur.executemany(
+            "INSERT INTO agent_execution_log_drained (agent_execution_id, deduction_task_id,"
+            " position) VALUES (%s, %s, %s) ON CONFLICT (agent_execution_id) DO NOTHING",
+            drained,
+        )
 
 
 _NULL = "\\N"

@@ -39,6 +39,18 @@ DDL = [
     )
     """,
     "CREATE INDEX IF NOT EXISTS idx_agent_log_count_task ON agent_execution_log_count(deduction_task_id)",
+    # An execution whose last lines were read after it ended: no more lines will come.
+    """
+    CREATE TABLE IF NOT EXISTS agent_execution_log_drained (
+        agent_execution_id bigint PRIMARY KEY,
+        deduction_task_id bigint NOT NULL,
+        position bigint NOT NULL
+    )
+    """,
+    (
+        "CREATE INDEX IF NOT EXISTS idx_agent_log_drained_task"
+        " ON agent_execution_log_drained(deduction_task_id)"
+    ),
 ]
 
 # What readers see of a log line, in the order the API answers with.
