@@ -25,6 +25,7 @@ from deduction.adapters.http.errors import EXCEPTION_HANDLERS, documented
 from deduction.adapters.http.executions import AgentExecutionController
 from deduction.adapters.http.history import HistoryController
 from deduction.adapters.http.logs import LogController
+from deduction.adapters.http.openapi import ClosedStructSchemaPlugin, finish
 from deduction.adapters.http.responses import ProbeResponse
 from deduction.adapters.http.tasks import TaskController
 from deduction.application.services import Services
@@ -112,7 +113,7 @@ def openapi_config() -> OpenAPIConfig:
 
 
 def _litestar(state: State, max_body_bytes: int) -> Litestar:
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -130,7 +131,10 @@ def _litestar(state: State, max_body_bytes: int) -> Litestar:
         state=state,
         request_max_body_size=max_body_bytes,
         logging_config=None,  # structlog is configured by the CLI; leave stdlib logging alone
+        plugins=[ClosedStructSchemaPlugin()],
     )
+    finish(app.openapi_schema)  # the cached document /schema serves
+    return app
 
 
 def create_app(services: Services) -> Litestar:
