@@ -192,10 +192,6 @@ async def test_bad_log_parameters_are_422_naming_the_parameter(
             "start_time=2025-11-12T10:00:00",
             "start_time must include a timezone, e.g. 2025-11-12T10:00:00Z or +08:00",
         ),
-        (
-            "start_time=2025-11-12T10:00:00Z&end_time=2025-11-12T09:00:00Z",
-            "end_time must not be earlier than start_time",
-        ),
     ]
     for query, message in cases:
         status, body = await catalog.call("GET", f"{base}?{query}")
@@ -204,12 +200,14 @@ async def test_bad_log_parameters_are_422_naming_the_parameter(
 
 
 async def test_an_empty_time_range_is_an_empty_page(logged: dict[str, Any], catalog: Api) -> None:
-    """start_time equal to end_time is the empty range [t, t): no lines, not an error."""
-    at = "2025-11-12T10:00:05Z"
+    """end_time at or before start_time is an empty range: no lines, not an error."""
+    ranges = [("10:00:05", "10:00:05"), ("10:00:05", "10:00:01")]
     for base in (f"{EXECUTION}/{logged['red']}/logs", f"{TASK}/{logged['task']}/logs"):
-        status, body = await catalog.call("GET", f"{base}?start_time={at}&end_time={at}")
-        assert status == 200, body
-        assert body["data"] == {"total": 0, "logs": [], "next_cursor": None}
+        for start, end in ranges:
+            query = f"start_time=2025-11-12T{start}Z&end_time=2025-11-12T{end}Z"
+            status, body = await catalog.call("GET", f"{base}?{query}")
+            assert status == 200, body
+            assert body["data"] == {"total": 0, "logs": [], "next_cursor": None}
 
 
 async def test_logs_of_unknown_ids_are_404(api: Api) -> None:

@@ -20,6 +20,7 @@ from deduction.adapters.http.envelope import Envelope, Timestamp, ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import (
     DATE_TIME,
+    FROM_ZERO,
     EndTime,
     StartTime,
     TaskId,
@@ -63,11 +64,15 @@ AsOfPosition = Annotated[
     QueryParameter(
         ge=0,
         le=MAX_ID,
+        schema_extra=FROM_ZERO,
         description="the answer as it was at this event position (with as_of too: as of"
         " the earlier of the two)",
     ),
 ]
-After = Annotated[int, QueryParameter(ge=0, le=MAX_ID, description="cursor: events after it")]
+After = Annotated[
+    int,
+    QueryParameter(ge=0, le=MAX_ID, description="cursor: events after it", schema_extra=FROM_ZERO),
+]
 EventLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="events per page, 1..1000")]
 EventTypes = Annotated[
     list[str] | None,

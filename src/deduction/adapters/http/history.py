@@ -11,7 +11,7 @@ from deduction.adapters.http import audit, views
 from deduction.adapters.http.deps import ReadsDep, ServicesDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
-from deduction.adapters.http.params import EndTime, StartTime, TaskId, time_range
+from deduction.adapters.http.params import FROM_ZERO, EndTime, StartTime, TaskId, time_range
 from deduction.adapters.http.responses import HistoryResponse
 from deduction.application.service import NotFoundError
 from deduction.domain.ids import MAX_ID
@@ -24,7 +24,9 @@ ChangeType = Annotated[
 ]  # fmt: skip
 After = Annotated[
     int,
-    QueryParameter(ge=0, le=MAX_ID, description="cursor: entries after this position"),
+    QueryParameter(
+        ge=0, le=MAX_ID, description="cursor: entries after this position", schema_extra=FROM_ZERO
+    ),
 ]
 Limit = Annotated[
     int | None,

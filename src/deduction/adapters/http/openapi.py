@@ -11,18 +11,21 @@ from litestar.openapi.spec import (
     OpenAPI,
     OpenAPIMediaType,
     OpenAPIResponse,
+    OpenAPIType,
     Operation,
     Reference,
     Schema,
 )
 
 from deduction.adapters.http.errors import DESCRIPTIONS
+from deduction.adapters.http.schemas import NO_NUL
 
 if TYPE_CHECKING:
     from litestar._openapi.schema_generation import SchemaCreator
     from litestar.typing import FieldDefinition
 
 ERROR_SCHEMA = "#/components/schemas/ErrorEnvelope"
+JSON_VALUE_REF = "#/components/schemas/JsonValue"
 DATABASE_PATHS = "/api/"
 """Operations under this prefix read or write the database, so they can answer 503."""
 
@@ -46,6 +49,9 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
             prop = (schema.properties or {}).get(field.encode_name)
             if isinstance(kind, msgspec.inspect.DictType) and isinstance(prop, Schema):
                 prop.min_properties, prop.max_properties = kind.min_length, kind.max_length
+                if isinstance(kind.value_type, msgspec.inspect.AnyType):
+                    prop.property_names = Schema(pattern=NO_NUL)
+                    prop.additional_properties = Reference(ref=JSON_VALUE_REF)
         return schema
 
 
@@ -192,7 +198,55 @@ def declare_links(document: OpenAPI) -> None:
         }
 
 
+BRANCH_KEYWORDS = (
+    "minimum", "maximum", "exclusive_minimum", "exclusive_maximum", "min_length", "max_length",
+    "pattern", "format", "items", "min_items", "max_items",
+)  # fmt: skip
+
+
+def constrain_branches(document: OpenAPI) -> None:
+    """An optional parameter is `oneOf: [T, null]`; its bounds go into the T branch, where
+    every generator and validator applies them (beside the oneOf, some ignore them)."""
+    for _, operation in operations_of(document):
+        for param in operation.parameters or []:
+            schema = getattr(param, "schema", None)
+            if not isinstance(schema, Schema) or not schema.one_of:
+                continue
+            for keyword in BRANCH_KEYWORDS:
+                value = getattr(schema, keyword)
+                if value is None:
+                    continue
+                for branch in schema.one_of:
+                    if isinstance(branch, Schema) and branch.type != OpenAPIType.NULL:
+                        setattr(branch, keyword, value)
+                setattr(schema, keyword, None)
+
+
+def json_value() -> Schema:
+    """Free-form JSON (params, config) as the server stores it: no NUL in keys or strings."""
+    ref = Reference(ref=JSON_VALUE_REF)
+    return Schema(
+        title="JsonValue",
+        description="any JSON value without NUL characters in its strings or keys",
+        one_of=[
+            Schema(type=OpenAPIType.NULL),
+            Schema(type=OpenAPIType.BOOLEAN),
+            Schema(type=OpenAPIType.NUMBER),
+            Schema(type=OpenAPIType.STRING, pattern=NO_NUL),
+            Schema(type=OpenAPIType.ARRAY, items=ref),
+            Schema(
+                type=OpenAPIType.OBJECT,
+                property_names=Schema(pattern=NO_NUL),
+                additional_properties=ref,
+            ),
+        ],
+    )
+
+
 def finish(document: OpenAPI) -> OpenAPI:
+    if document.components.schemas is not None:
+        document.components.schemas["JsonValue"] = json_value()
+    constrain_branches(document)
     declare_errors(document)
     declare_links(document)
     return document
