@@ -67,7 +67,7 @@ WRONG_TYPES = [
         "agent_configs[0].agent_meta_id must be an integer, not a string",
     ),
     (
-        with_agent(agent_meta_id=10001.0),
+        with_agent(agent_meta_id=10001.5),
         "agent_configs[0].agent_meta_id must be an integer, not a number",
     ),
     (

@@ -185,19 +185,29 @@ async def test_bad_log_parameters_are_422_naming_the_parameter(
         ("after_id=-3", "after_id must be between 1 and 9007199254740991"),
         ("start_time=yesterday", f"start_time {hint}"),
         ("end_time=2025-13-01T00:00:00Z", f"end_time {hint}"),
+        ("start_time=0.5", f"start_time {hint}"),
+        ("end_time=1762941600", f"end_time {hint}"),
+        ("start_time=2025-11-12", f"start_time {hint}"),
         (
             "start_time=2025-11-12T10:00:00",
             "start_time must include a timezone, e.g. 2025-11-12T10:00:00Z or +08:00",
-        ),
-        (
-            "start_time=2025-11-12T10:00:00Z&end_time=2025-11-12T09:00:00Z",
-            "end_time must be later than start_time",
         ),
     ]
     for query, message in cases:
         status, body = await catalog.call("GET", f"{base}?{query}")
         assert (status, body["message"]) == (422, message), query
         assert body["data"]["errors"][0]["message"] == message
+
+
+async def test_an_empty_time_range_is_an_empty_page(logged: dict[str, Any], catalog: Api) -> None:
+    """end_time at or before start_time is an empty range: no lines, not an error."""
+    ranges = [("10:00:05", "10:00:05"), ("10:00:05", "10:00:01")]
+    for base in (f"{EXECUTION}/{logged['red']}/logs", f"{TASK}/{logged['task']}/logs"):
+        for start, end in ranges:
+            query = f"start_time=2025-11-12T{start}Z&end_time=2025-11-12T{end}Z"
+            status, body = await catalog.call("GET", f"{base}?{query}")
+            assert status == 200, body
+            assert body["data"] == {"total": 0, "logs": [], "next_cursor": None}
 
 
 async def test_logs_of_unknown_ids_are_404(api: Api) -> None:

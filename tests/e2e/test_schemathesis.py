@@ -7,123 +7,32 @@ log lines, and a stopped task, so generated requests meet real rows too.
 
 from __future__ import annotations
 
-import asyncio
-import threading
+import tomllib
 from collections.abc import Iterator
-from uuid import uuid4
+from pathlib import Path
 
 import pytest
 import requests
 import schemathesis
-import uvicorn
+from schemathesis import engine
 from schemathesis.config import SchemathesisConfig
+from schemathesis.engine import events as engine_events
 
-from deduction.adapters.http.app import create_app, openapi_document
-from deduction.adapters.postgres import create_database, drop_database, with_database
-from deduction.application.catalog_import import demo_catalog, load_catalog
-from deduction.application.service import AgentConfig, NewTask
-from deduction.application.services import Services
-from deduction.bootstrap import open_services
-from deduction.domain import ExecutionLog
-from tests.support.api import free_port, settings_for
-from tests.support.logs import log_lines
+from deduction.adapters.http.app import openapi_document
+from tests.support.live import LiveServer, seeded_live_server
 
-SEED = 20251112
-CONFIG = {
-    "seed": SEED,
-    "generation": {"max-examples": 40, "deterministic": True},
-    "phases": {"stateful": {"enabled": False}},
-    "checks": {
-        # Valid-looking ids mostly name nothing (404) or unknown catalog entries (422).
-        "positive_data_acceptance": {"enabled": False},
-        # Invalid data is rejected; an oversize body is rejected with 413 before it is read.
-        "negative_data_rejection": {"expected-statuses": [400, 404, 405, 409, 413, 422]},
-    },
+# The settings a run by hand uses too; every check with its default expectations.
+CONFIG = tomllib.loads((Path(__file__).parent / "schemathesis.toml").read_text())
+ONLY_STATEFUL = {
+    "phases": {name: {"enabled": False} for name in ("examples", "coverage", "fuzzing")}
+    | {"stateful": CONFIG["phases"]["stateful"]}
 }
-
-
-class LiveServer:
-    """The real app on uvicorn, in a thread with its own event loop."""
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.ids: dict[str, int] = {}
-        self._server: uvicorn.Server | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="live-api", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-        if not self._ready.wait(60) or self._error:
-            raise RuntimeError(f"the API did not start: {self._error!r}")
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        self._thread.join(30)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._serve())
-        except BaseException as e:  # noqa: BLE001 - reported to the test thread
-            self._error = e
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        # Streams end after 0.1 s here: a generated request reads a whole answer.
-        settings = settings_for(self.database_url, stream_max_age=0.1)
-        async with open_services(settings) as services:
-            await self._seed(services)
-            config = uvicorn.Config(
-                create_app(services), host="127.0.0.1", port=self.port, log_level="warning"
-            )
-            self._server = uvicorn.Server(config)
-            serving = asyncio.create_task(self._server.serve())
-            while not self._server.started and not serving.done():
-                await asyncio.sleep(0.01)
-            self._ready.set()
-            await serving
-
-    async def _seed(self, services: Services) -> None:
-        app = services.app
-        await services.run_sync(load_catalog, app, demo_catalog())
-        agents = [
-            AgentConfig(10001, "red", {"attack_strategy": "aggressive"}),
-            AgentConfig(10002, "blue", {}),
-        ]
-        running = await services.command(
-            app.create_task, NewTask("seeded", "with logs", 1234567890, 9876543210, agents), "seed"
-        )
-        stopped = await services.command(
-            app.create_task, NewTask("seeded-stopped", None, 1234567890, 9876543210, agents), "seed"
-        )
-        task_id = running.data["task_id"]
-        execution_id = app.get_task(task_id).execution_ids[0]
-        batch = ExecutionLog.batch(1, execution_id, task_id, log_lines(30), {})
-        recordings = await services.run_sync(app.save, batch)
-        await services.runner.wait_for(recordings[-1].notification.id, 10)
-        await services.command(app.request_stop, stopped.data["task_id"], "seed")
-        self.ids = {
-            "task": task_id,
-            "stopped_task": stopped.data["task_id"],
-            "execution": execution_id,
-        }
 
 
 @pytest.fixture(scope="module")
 def live_api(server_url: str) -> Iterator[LiveServer]:
-    name = f"dtest_{uuid4().hex[:12]}"
-    create_database(server_url, name)
-    server = LiveServer(with_database(server_url, name))
-    try:
-        server.start()
+    with seeded_live_server(server_url) as server:
         yield server
-    finally:
-        server.stop()
-        drop_database(server_url, name)
 
 
 schema = schemathesis.openapi.from_dict(
@@ -146,6 +55,41 @@ def test_generated_requests_get_no_server_error_and_conforming_answers(
     """Every operation answers generated (valid and invalid) requests without a 5xx,
     with a documented status and a body matching its documented schema."""
     case.call_and_validate(base_url=live_api.base)
+
+
+def run_stateful(url: str) -> tuple[list[str], set[tuple[str, str]]]:
+    """Schemathesis' own stateful engine (what `schemathesis run --phases stateful` runs)
+    against the live server: the checks that failed, and the declared links it followed."""
+    config = SchemathesisConfig.from_dict(CONFIG | ONLY_STATEFUL)
+    loaded = schemathesis.openapi.from_url(f"{url}/schema/openapi.json", config=config)
+    failed: list[str] = []
+    followed: set[tuple[str, str]] = set()
+    for event in engine.from_schema(loaded).execute():
+        if isinstance(event, engine_events.ScenarioFinished):
+            failed += [
+                f"{check.name}: {event.recorder.interactions[case_id].response.status_code}"
+                f" from {event.recorder.cases[case_id].value.as_curl_command()}"
+                for case_id, checks in event.recorder.checks.items()
+                for check in checks
+                if check.status != engine.Status.SUCCESS
+            ]
+            followed |= {
+                (link.id.split(" -> ")[0], link.id.split(" -> ")[-1])
+                for node in event.recorder.cases.values()
+                if (link := node.transition) and node.is_transition_applied and not link.is_inferred
+            }
+        elif isinstance(event, engine_events.NonFatalError | engine_events.FatalError):
+            failed.append(f"error: {event.info.title}")
+    return failed, followed
+
+
+def test_linked_call_sequences_get_conforming_answers(live_api: LiveServer) -> None:
+    """Sequences that follow the document's links (create -> detail -> agents -> logs ->
+    update -> stop, catalog create -> read) pass every check at each step."""
+    failed, followed = run_stateful(live_api.base)
+    assert failed == []
+    # Which links a run follows depends on which generated calls succeed; it follows several.
+    assert len(followed) >= 2, sorted(followed)
 
 
 def test_the_schema_has_browsable_pages(live_api: LiveServer) -> None:

@@ -25,6 +25,7 @@ from deduction.adapters.http.errors import EXCEPTION_HANDLERS, documented
 from deduction.adapters.http.executions import AgentExecutionController
 from deduction.adapters.http.history import HistoryController
 from deduction.adapters.http.logs import LogController
+from deduction.adapters.http.openapi import ClosedStructSchemaPlugin, finish
 from deduction.adapters.http.responses import ProbeResponse
 from deduction.adapters.http.stream_hub import StreamHub
 from deduction.adapters.http.streams import StreamController, task_socket
@@ -115,7 +116,7 @@ def openapi_config() -> OpenAPIConfig:
 
 
 def _litestar(state: State, max_body_bytes: int, hub: StreamHub | None = None) -> Litestar:
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -137,7 +138,10 @@ def _litestar(state: State, max_body_bytes: int, hub: StreamHub | None = None) -
         state=state,
         request_max_body_size=max_body_bytes,
         logging_config=None,  # structlog is configured by the CLI; leave stdlib logging alone
+        plugins=[ClosedStructSchemaPlugin()],
     )
+    finish(app.openapi_schema)  # the cached document /schema serves
+    return app
 
 
 def create_app(services: Services) -> Litestar:

@@ -4,7 +4,6 @@ state as of a moment for the read endpoints (`as_of`, `as_of_position`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -19,7 +18,15 @@ from deduction.adapters.audit_store import PostgresEventLog
 from deduction.adapters.http.deps import ServicesDep
 from deduction.adapters.http.envelope import Envelope, Timestamp, ok
 from deduction.adapters.http.errors import documented
-from deduction.adapters.http.params import EndTime, StartTime, TaskId
+from deduction.adapters.http.params import (
+    DATE_TIME,
+    FROM_ZERO,
+    EndTime,
+    StartTime,
+    TaskId,
+    instant,
+    time_range,
+)
 from deduction.adapters.http.responses import _named
 from deduction.adapters.http.schemas import InputError
 from deduction.application.audit import (
@@ -45,19 +52,34 @@ AS_OF_HEADERS = [
     )
 ]
 AsOf = Annotated[
-    datetime | None,
-    QueryParameter(description="RFC 3339: the answer as it was at this moment, from the events"),
+    str | None,
+    QueryParameter(
+        description="RFC 3339 time with a timezone: the answer as it was at this moment,"
+        " from the events (with as_of_position too: as of the earlier of the two)",
+        schema_extra=DATE_TIME,
+    ),
 ]
 AsOfPosition = Annotated[
     int | None,
-    QueryParameter(ge=0, le=MAX_ID, description="the answer as it was at this event position"),
+    QueryParameter(
+        ge=0,
+        le=MAX_ID,
+        schema_extra=FROM_ZERO,
+        description="the answer as it was at this event position (with as_of too: as of"
+        " the earlier of the two)",
+    ),
 ]
-After = Annotated[int, QueryParameter(ge=0, le=MAX_ID, description="cursor: events after it")]
+After = Annotated[
+    int,
+    QueryParameter(ge=0, le=MAX_ID, description="cursor: events after it", schema_extra=FROM_ZERO),
+]
 EventLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="events per page, 1..1000")]
 EventTypes = Annotated[
     list[str] | None,
     QueryParameter(
-        name="type", description="only these event types, e.g. DeductionTask.StatusChanged"
+        name="type",
+        description="only these event types, e.g. DeductionTask.StatusChanged",
+        schema_extra={"items": {"type": "string", "enum": sorted(known_topics().values())}},
     ),
 ]
 AggregateType = Literal["DeductionTask", "AgentExecution", "ExecutionLog"]
@@ -102,12 +124,6 @@ def event_log(services: Services) -> EventLog:
     return PostgresEventLog(services.pool)
 
 
-def aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InputError(name, f"{name} must include a timezone, e.g. 2025-11-12T10:00:00Z")
-    return value
-
-
 def _types(names: list[str] | None) -> list[str] | None:
     if names is None:
         return None
@@ -146,19 +162,17 @@ async def task_streams(log: EventLog, task_id: int) -> TaskStreams:
 
 
 async def task_state(
-    log: EventLog, task_id: int, as_of: datetime | None, as_of_position: int | None
+    log: EventLog, task_id: int, as_of: str | None, as_of_position: int | None
 ) -> TaskState:
-    """The task's rows as of a moment or a position, rebuilt from its events (404 when the
-    task did not exist yet)."""
-    if as_of is not None and as_of_position is not None:
-        raise InputError("as_of", "give as_of or as_of_position, not both")
+    """The task's rows as of a moment or a position, or the earlier of both, rebuilt from its
+    events (404 when the task did not exist yet)."""
+    moment = instant("as_of", as_of)
     streams = await task_streams(log, task_id)
     upto = as_of_position
     events = [
         read_event(r)
         for r in await log.select(EventQuery(limit=None, aggregate_ids=streams.state_ids, upto=upto))
     ]  # fmt: skip
-    moment = aware("as_of", as_of)
     position = position_at(events, moment) if moment is not None else (upto or 0)
     state = rebuild(events, position)
     if state.task is None:
@@ -194,12 +208,13 @@ class AuditController(Controller):
     ) -> EventPageResponse:
         """Every stored event of the task, its executions and their log streams, oldest first,
         paged by position; filtered by type, aggregate and time range [start_time, end_time)."""
+        start, end = time_range(start_time, end_time)
         log = event_log(services)
         streams = await task_streams(log, task_id)
         query = EventQuery(
             after=after, limit=limit, topics=_types(event_type),
             aggregate_ids=_aggregates(streams, aggregate_type, aggregate_id),
-            start=aware("start_time", start_time), end=aware("end_time", end_time),
+            start=start, end=end,
         )  # fmt: skip
         return ok(await _page(log, query, include == "logs"))
 

@@ -42,7 +42,8 @@ DESCRIPTIONS = {
     404: "No such task, execution, catalog entry or endpoint",
     409: "Illegal in the current state, or the id/name is taken",
     413: "The body is larger than MAX_BODY_BYTES",
-    422: "A field, parameter or header is invalid; data.errors names each one",
+    422: "A field, parameter or header is invalid, or names an entry that does not exist;"
+    " data.errors names each one",
     503: "The database is unavailable or the read tables lag behind",
 }
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from litestar import Controller, Response, get
 
 from deduction.adapters.http import audit, views
@@ -73,7 +71,7 @@ class AgentExecutionController(Controller):
 
 
 async def _execution_as_of(
-    services: Services, execution_id: int, as_of: datetime | None, as_of_position: int | None
+    services: Services, execution_id: int, as_of: str | None, as_of_position: int | None
 ) -> Response[AgentExecutionResponse]:
     log = audit.event_log(services)
     task_id = await log.execution_task(execution_id)

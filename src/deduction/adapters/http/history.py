@@ -11,9 +11,8 @@ from deduction.adapters.http import audit, views
 from deduction.adapters.http.deps import ReadsDep, ServicesDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
-from deduction.adapters.http.params import EndTime, StartTime, TaskId
+from deduction.adapters.http.params import FROM_ZERO, EndTime, StartTime, TaskId, time_range
 from deduction.adapters.http.responses import HistoryResponse
-from deduction.adapters.http.schemas import InputError
 from deduction.application.service import NotFoundError
 from deduction.domain.ids import MAX_ID
 from deduction.projections.history import HistoryFilter
@@ -25,7 +24,9 @@ ChangeType = Annotated[
 ]  # fmt: skip
 After = Annotated[
     int,
-    QueryParameter(ge=0, le=MAX_ID, description="cursor: entries after this position"),
+    QueryParameter(
+        ge=0, le=MAX_ID, description="cursor: entries after this position", schema_extra=FROM_ZERO
+    ),
 ]
 Limit = Annotated[
     int | None,
@@ -65,12 +66,11 @@ class HistoryController(Controller):
         and the position of the event it came from. Page with `after` = the last entry's
         position; filter by change type, operator and change_time in [start_time, end_time).
         With as_of or as_of_position: the history as it stood then, from the events."""
+        start, end = time_range(start_time, end_time)
         which = HistoryFilter(
             after=after, limit=limit, change_type=change_type, operator=operator,
-            start=audit.aware("start_time", start_time), end=audit.aware("end_time", end_time),
+            start=start, end=end,
         )  # fmt: skip
-        if which.start is not None and which.end is not None and which.start >= which.end:
-            raise InputError("end_time", "end_time must be later than start_time")
         if as_of is not None or as_of_position is not None:
             log = audit.event_log(services)
             state = await audit.task_state(log, task_id, as_of, as_of_position)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from litestar import Controller, get
 
 from deduction.adapters.http import views
@@ -19,33 +17,23 @@ from deduction.adapters.http.params import (
     MinLevel,
     StartTime,
     TaskId,
+    time_range,
 )
 from deduction.adapters.http.responses import LogPageResponse
-from deduction.adapters.http.schemas import InputError
 from deduction.application.service import NotFoundError
 from deduction.domain.logs import LEVELS
 from deduction.projections.logs import LogFilter, LogView, Scope
 
 
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        raise InputError(
-            name, f"{name} must include a timezone, e.g. 2025-11-12T10:00:00Z or +08:00"
-        )
-    return value
-
-
 def log_filter(
     level: str | None,
     limit: int,
-    start_time: datetime | None,
-    end_time: datetime | None,
+    start_time: str | None,
+    end_time: str | None,
     order: str,
     after_id: int | None,
 ) -> LogFilter:
-    start, end = _aware("start_time", start_time), _aware("end_time", end_time)
-    if start is not None and end is not None and start >= end:
-        raise InputError("end_time", "end_time must be later than start_time")
+    start, end = time_range(start_time, end_time)
     return LogFilter(
         min_level=LEVELS[level] if level else min(LEVELS.values()),
         start=start,

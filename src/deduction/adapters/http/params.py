@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal
 
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
-from deduction.adapters.http.schemas import OPERATOR
+from deduction.adapters.http.schemas import OPERATOR, InputError
 from deduction.domain.ids import MAX_ID
 from deduction.domain.status import Status
 from deduction.domain.text import MAX_SHORT_NAME_CHARS
@@ -29,13 +30,23 @@ MinLevel = Annotated[
     QueryParameter(description="minimum severity: ERROR returns ERROR and CRITICAL lines"),
 ]
 LogLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="lines per page, 1..1000")]
+FROM_ZERO = {"minimum": 0}
+"""Litestar 2.25 leaves out `minimum` when ge=0 (a falsy bound), so it is given again."""
+DATE_TIME = {"oneOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}
+"""An optional RFC 3339 time (a str parameter, so numbers are not read as epoch seconds)."""
 StartTime = Annotated[
-    datetime | None,
-    QueryParameter(description="RFC 3339; lines with timestamp >= start_time"),
+    str | None,
+    QueryParameter(
+        description="RFC 3339 time with a timezone; items at or after it", schema_extra=DATE_TIME
+    ),
 ]
 EndTime = Annotated[
-    datetime | None,
-    QueryParameter(description="RFC 3339; lines with timestamp < end_time"),
+    str | None,
+    QueryParameter(
+        description="RFC 3339 time with a timezone; items before it (at or before"
+        " start_time: an empty range, so no items)",
+        schema_extra=DATE_TIME,
+    ),
 ]
 LogOrder = Annotated[
     Order, QueryParameter(description="desc: newest first (default); asc: oldest first")
@@ -74,3 +85,37 @@ IdempotencyKeyHeader = Annotated[
         ),
     ),
 ]
+
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?P<fraction>\.\d+)?(?P<zone>[Zz]|[+-]\d{2}:\d{2})?"
+)
+
+
+def instant(name: str, value: str | None) -> datetime | None:
+    """A time parameter as RFC 3339 says it (the document's `date-time`): numbers, dates
+    alone and times without a timezone are refused (422 naming the parameter)."""
+    if value is None:
+        return None
+    match = _RFC3339.fullmatch(value)
+    hint = f"{name} must be an RFC 3339 time with a timezone, e.g. 2025-11-12T10:00:00Z"
+    if match is None:
+        raise InputError(name, hint)
+    if match["zone"] is None:
+        raise InputError(
+            name, f"{name} must include a timezone, e.g. 2025-11-12T10:00:00Z or +08:00"
+        )
+    fraction = (match["fraction"] or "")[:7]  # datetime keeps microseconds
+    text = value[: match.start("fraction") if match["fraction"] else match.start("zone")]
+    try:
+        return datetime.fromisoformat(f"{text}{fraction}{match['zone'].upper()}")
+    except ValueError:
+        raise InputError(name, hint) from None
+
+
+def time_range(
+    start_time: str | None, end_time: str | None
+) -> tuple[datetime | None, datetime | None]:
+    """[start_time, end_time) from the two parameters; when end_time is not after start_time
+    the range is empty, and so is the answer (not an error: the document cannot say it)."""
+    return instant("start_time", start_time), instant("end_time", end_time)

@@ -71,6 +71,8 @@ class AgentParamsUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class TaskUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    """An execution listed twice gets both changes, in list order."""
+
     agent_configs: Annotated[list[AgentParamsUpdate], msgspec.Meta(min_length=1, max_length=1000)]
 
 
@@ -132,14 +134,5 @@ def check_task_create(body: TaskCreate) -> None:
 
 
 def check_task_update(body: TaskUpdate) -> None:
-    seen: dict[int, int] = {}
     for i, cfg in enumerate(body.agent_configs):
-        field = f"agent_configs[{i}].agent_execution_id"
-        if cfg.agent_execution_id in seen:
-            raise InputError(
-                field,
-                f"{field}: {cfg.agent_execution_id} is listed twice"
-                f" (also at agent_configs[{seen[cfg.agent_execution_id]}])",
-            )
-        seen[cfg.agent_execution_id] = i
         check_json(cfg.params, f"agent_configs[{i}].params")

@@ -181,8 +181,9 @@ class TaskController(Controller):
     ) -> TaskUpdatedResponse:
         """Merge new params into agent executions of the task: keys given replace, others stay.
 
-        Only while the task is pending or running (else 409). Old and new values
-        go to the task's history with the operator.
+        Only while the task is pending or running (else 409). An agent_execution_id
+        that is not of this task: 422 naming the field. Old and new values go to the
+        task's history with the operator.
         """
         body = await strict_body(request, TaskUpdate)
         check_task_update(body)
