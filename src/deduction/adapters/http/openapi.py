@@ -13,6 +13,7 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     Reference,
     Schema,
 )
@@ -220,6 +221,12 @@ def constrain_branches(document: OpenAPI) -> None:
                     if isinstance(branch, Schema) and branch.type != OpenAPIType.NULL:
                         setattr(branch, keyword, value)
                 setattr(schema, keyword, None)
+            if isinstance(param, Parameter) and param.param_in == "header":
+                # a header is text or absent, never JSON null: keep the text branch alone
+                texts = [b for b in schema.one_of
+                         if isinstance(b, Schema) and b.type != OpenAPIType.NULL]  # fmt: skip
+                if len(texts) == 1:
+                    param.schema = texts[0]
 
 
 def json_value() -> Schema:

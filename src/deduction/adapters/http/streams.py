@@ -32,10 +32,12 @@ from deduction.config import Settings
 from deduction.domain.logs import LEVELS
 from deduction.projections.changes import RANKS
 
+MESSAGE_ID = r"^[0-9]{1,18}(\.[0-9]{1,9})?$"  # a position, or a message id such as 12.1
 After = Annotated[
     str | None,
     QueryParameter(
         max_length=40,
+        pattern=MESSAGE_ID,
         description="resume after this message id (or position); Last-Event-ID wins when given",
         examples=[Example(value="1234")],
     ),
@@ -45,6 +47,7 @@ LastEventId = Annotated[
     HeaderParameter(
         name="Last-Event-ID",
         max_length=40,
+        pattern=MESSAGE_ID,
         description="sent by EventSource when it reconnects: the id of the last message it got",
     ),
 ]
