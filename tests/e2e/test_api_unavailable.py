@@ -16,7 +16,7 @@ from tests.support.plan import plan_task
 @pytest.fixture
 async def services(db_url: str) -> AsyncIterator[Services]:
     """Services whose projections do not run, so the read tables never catch up."""
-    settings = settings_for(db_url, read_your_writes_timeout=0.3)
+    settings = settings_for(db_url, read_your_writes_timeout=2.0)  # the save fits; the tables never
     async with open_services(settings, run_projections=False) as s:
         yield s
 
