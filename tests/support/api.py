@@ -58,7 +58,12 @@ async def serve_api(services: Services) -> AsyncIterator[Api]:
 
     port = free_port()
     config = uvicorn.Config(
-        create_app(services), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        create_app(services),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,  # a request left running must not hold the test's teardown
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -69,7 +74,7 @@ async def serve_api(services: Services) -> AsyncIterator[Api]:
     async with aiohttp.ClientSession() as session:
         yield Api(f"http://127.0.0.1:{port}", session, services)
     server.should_exit = True
-    await task
+    await asyncio.wait_for(task, 30)
 
 
 async def create_task(api: Api, **changes: Any) -> dict[str, Any]:
