@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
-from deduction.bootstrap import open_dispatch, open_services
-from tests.support.api import TASK, Api, create_task_id, settings_for, task_detail
+from tests.support.api import TASK, Api, create_task_id, task_detail, working_services
 from tests.support.engine import LiveEngine, logs_match
 from tests.support.waits import wait_until
 
@@ -18,11 +16,7 @@ from tests.support.waits import wait_until
 @pytest.fixture
 async def services(db_url: str, live: LiveEngine) -> AsyncIterator[Services]:
     """The API's services with the in-process worker sweeping every 0.1 s."""
-    settings = settings_for(db_url, engine_url=live.url, task_poll_enabled=True,
-                             task_poll_interval=0.1)  # fmt: skip
-    async with open_services(settings) as s, open_dispatch(s):
-        position = await s.run_sync(load_catalog, s.app, demo_catalog())
-        assert await s.runner.wait_for(position, 10)
+    async with working_services(db_url, live.url) as s:
         yield s
 
 

@@ -12,12 +12,10 @@ from typing import Any
 import pytest
 from psycopg import AsyncConnection
 
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
-from deduction.bootstrap import open_dispatch, open_services
 from deduction.reference_engine.server import ReferenceEngine
 from deduction.reference_engine.simulation import Knobs
-from tests.support.api import TASK, Api, settings_for
+from tests.support.api import TASK, Api, working_services
 from tests.support.api import serve_api as serve
 from tests.support.engine import FAST, LiveEngine
 from tests.support.logs import engine_multiset, stored_multiset
@@ -33,12 +31,9 @@ pytestmark = pytest.mark.parametrize("live", [SLOW], indirect=True, ids=["slow"]
 
 @pytest.fixture
 async def restarting_api(db_url: str, live: LiveEngine) -> AsyncIterator[Api]:
-    settings = settings_for(db_url, engine_url=live.url, task_poll_enabled=True,
-                            task_poll_interval=0.1, engine_run_missing_grace=GRACE)  # fmt: skip
-    async with open_services(settings) as s, open_dispatch(s):
-        assert await s.runner.wait_for(await s.run_sync(load_catalog, s.app, demo_catalog()), 10)
-        async with serve(s) as client:
-            yield client
+    working = working_services(db_url, live.url, engine_run_missing_grace=GRACE)
+    async with working as s, serve(s) as client:
+        yield client
 
 
 async def restart(live: LiveEngine, engine: ReferenceEngine) -> None:

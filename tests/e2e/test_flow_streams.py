@@ -14,10 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
-from deduction.bootstrap import open_dispatch, open_services
-from tests.support.api import Api, create_task_id, free_port, settings_for
+from tests.support.api import Api, create_task_id, free_port, working_services
 from tests.support.engine import LiveEngine
 from tests.support.streams import (
     Message,
@@ -34,11 +32,7 @@ BIN = Path(sys.executable).with_name("deduction")
 @pytest.fixture
 async def services(db_url: str, live: LiveEngine) -> AsyncIterator[Services]:
     """The API's services with the in-process worker sweeping every 0.1 s."""
-    settings = settings_for(db_url, engine_url=live.url, task_poll_enabled=True,
-                            task_poll_interval=0.1)  # fmt: skip
-    async with open_services(settings) as s, open_dispatch(s):
-        position = await s.run_sync(load_catalog, s.app, demo_catalog())
-        assert await s.runner.wait_for(position, 10)
+    async with working_services(db_url, live.url) as s:
         yield s
 
 

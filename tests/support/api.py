@@ -77,6 +77,21 @@ async def serve_api(services: Services) -> AsyncIterator[Api]:
     await asyncio.wait_for(task, 30)
 
 
+@contextlib.asynccontextmanager
+async def working_services(
+    db_url: str, engine_url: str, **overrides: Any
+) -> AsyncIterator[Services]:
+    """Services with the demo catalog and the in-process worker sweeping every 0.1 s."""
+    from deduction.application.catalog_import import demo_catalog, load_catalog
+    from deduction.bootstrap import open_dispatch, open_services
+
+    settings = settings_for(db_url, engine_url=engine_url, task_poll_enabled=True,
+                            task_poll_interval=0.1, **overrides)  # fmt: skip
+    async with open_services(settings) as s, open_dispatch(s):
+        assert await s.runner.wait_for(await s.run_sync(load_catalog, s.app, demo_catalog()), 10)
+        yield s
+
+
 async def create_task(api: Api, **changes: Any) -> dict[str, Any]:
     """Create the plan's task over HTTP (fields changed); its detail as the API shows it."""
     status, body = await api.call("POST", f"{TASK}/create", json=plan_task(**changes))
