@@ -97,3 +97,52 @@ async def test_ready_names_a_stuck_write_path_and_recovers(embedded_api: Api) ->
     await asyncio.wait_for(save, 30)
     status, ready = await embedded_api.call("GET", "/ready")
     assert status == 200, ready
+
+
+@pytest.fixture
+async def api_ryw_2s(db_url: str) -> AsyncIterator[Api]:
+    settings = settings_for(db_url, read_your_writes_timeout=2.0)
+    async with open_services(settings) as services, serve(services) as api:
+        position = await services.run_sync(load_catalog, services.app, demo_catalog())
+        assert await services.runner.wait_for(position, 10)
+        yield api
+
+
+async def test_a_command_does_not_wait_behind_the_log_tables_backlog(
+    api_ryw_2s: Api, db_url: str
+) -> None:
+    """Read-your-writes waits for the read models the command's events go to: with the log
+    projection held back (a log page waiting on its lock), a create still answers 200 and its
+    task is readable, while the held log lines stay unread until the hold ends."""
+    api, services = api_ryw_2s, api_ryw_2s.services
+    status, body = await api.call("POST", "/api/v1/deduction/task/create", json=plan_task())
+    assert status == 200, body
+    first = int(body["data"]["task_id"])
+    execution_id = services.app.get_task(first).execution_ids[0]
+    lines_url = f"/api/v1/deduction/agent-execution/{execution_id}/logs"
+
+    holder = await psycopg.AsyncConnection.connect(db_url, autocommit=True)
+    async with holder, holder.transaction():
+        await holder.execute("SELECT 1 FROM projection_tracking WHERE name = 'logs' FOR UPDATE")
+        lines = [{"timestamp": "2025-11-12T10:00:00Z", "level": "INFO", "message": f"m{i}",
+                  "source": None, "extra": None} for i in range(5)]  # fmt: skip
+        await services.run_sync(
+            services.app.save, ExecutionLog.batch(1, execution_id, first, lines, {})
+        )
+        status, body = await api.call(
+            "POST", "/api/v1/deduction/task/create", json=plan_task(name="second")
+        )
+        assert status == 200, body  # 503 after 2 s when it waited for the log table
+        second = int(body["data"]["task_id"])
+        status, _ = await api.call("GET", f"/api/v1/deduction/task/{second}")
+        assert status == 200
+        status, body = await api.call("GET", lines_url)
+        assert (status, body["data"]["total"]) == (200, 0), body  # still held back
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status, body = await api.call("GET", lines_url)
+        if body["data"]["total"] == 5:
+            break
+        await asyncio.sleep(0.1)
+    assert body["data"]["total"] == 5, body

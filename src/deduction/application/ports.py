@@ -47,7 +47,12 @@ class ReadModels(Protocol):
 
     def kick(self) -> None: ...
 
-    async def wait_for(self, position: int, timeout: float) -> bool: ...
+    async def wait_for(
+        self, position: int, timeout: float, topics: frozenset[str] = frozenset()
+    ) -> bool:
+        """True once every read model that takes one of `topics` (all of them when empty)
+        includes `position`; False after `timeout` seconds."""
+        ...
 
 
 # -- the event store -------------------------------------------------------------------------

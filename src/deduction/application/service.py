@@ -69,6 +69,15 @@ class Receipt:
 
     position: int
     data: dict[str, Any] = field(default_factory=dict)
+    # The stored topics of the events saved: read-your-writes waits only for the read models
+    # that take one of them (empty: wait for every read model).
+    topics: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Saved:
+    position: int
+    topics: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -113,9 +122,12 @@ class DeductionApp(Application[UUID]):
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def _save(self, *objs: Any) -> int:
+    def _save(self, *objs: Any) -> Saved:
         recordings: list[Recording[UUID]] = self.save(*objs)
-        return max((r.notification.id for r in recordings), default=0)
+        return Saved(
+            max((r.notification.id for r in recordings), default=0),
+            frozenset(r.notification.topic for r in recordings),
+        )
 
     def _get(self, aggregate_id: UUID, kind: str, ident: int) -> Any:
         try:
@@ -139,10 +151,10 @@ class DeductionApp(Application[UUID]):
 
     def _create_catalog(self, kind: str, key: int, aggregate: Any) -> Receipt:
         try:
-            position = self._save(aggregate)
+            saved = self._save(aggregate)
         except IntegrityError:
             raise DuplicateError(kind, key) from None
-        return Receipt(position, {"id": key})
+        return Receipt(saved.position, {"id": key}, saved.topics)
 
     def create_agent_meta(
         self, meta_id: int, name: str, load: str, description: str | None, operator: str
@@ -233,7 +245,7 @@ class DeductionApp(Application[UUID]):
             keys = [IdempotencyKey(idempotency_key, request_hash, task_id, task.status)
                     if idempotency_key else None]  # fmt: skip
             try:
-                position = self._save(task, claim, *executions, *filter(None, keys))
+                saved = self._save(task, claim, *executions, *filter(None, keys))
             except IntegrityError:
                 replayed = self._replay(idempotency_key, request_hash)
                 if replayed is not None:  # the same request, saved meanwhile by another call
@@ -242,8 +254,9 @@ class DeductionApp(Application[UUID]):
                     raise DuplicateError("task", new.name) from None
                 continue  # an id collided with another process's: draw new ids
             return Receipt(
-                position,
+                saved.position,
                 {"task_id": task_id, "status": task.status, "create_time": task.created_on},
+                saved.topics,
             )
         raise CommandError("could not allocate unique ids for the task")
 
@@ -280,8 +293,12 @@ class DeductionApp(Application[UUID]):
             for execution in executions:
                 if not execution.is_ended:
                     execution.change_status("stopped", operator)
-            position = self._save(task, *executions)
-            return Receipt(position, {"task_id": task_id, "status": task.status, "changed": True})
+            saved = self._save(task, *executions)
+            return Receipt(
+                saved.position,
+                {"task_id": task_id, "status": task.status, "changed": True},
+                saved.topics,
+            )
 
         return retry_on_conflict(command)
 
@@ -317,8 +334,8 @@ class DeductionApp(Application[UUID]):
             ]
             if any(e.pending_events for e in touched.values()):
                 task.request_update(new_id(), delivered, operator)
-            position = self._save(task, *touched.values())
-            return Receipt(position, {"updated_count": len(touched)})
+            saved = self._save(task, *touched.values())
+            return Receipt(saved.position, {"updated_count": len(touched)}, saved.topics)
 
         return retry_on_conflict(command)
 

@@ -77,6 +77,7 @@ class Page:
     applied: int  # events applied by this call
     position: int  # the projection's recorded position afterwards
     checked: int  # every event up to here is applied or not for this projection
+    announced: bool = False  # its position was already NOTIFYed on READ_MODELS_CHANNEL
 
 
 async def run_page(
@@ -93,8 +94,8 @@ async def run_page(
     lock and no transaction; the position then moves only when `record_empty`, and only
     from where it was read (a rebuild may have reset it meanwhile).
 
-    A page that cannot be applied whole is applied event by event, each in a savepoint:
-    those that fail alone are parked as dead letters and the position still moves, so
+    A page that cannot be applied whole is rolled back and applied again event by event,
+    each in a savepoint: those that fail alone are parked as dead letters and the position still moves, so
     one bad event never stops the projection or the commands waiting on it.
     """
     position, head = await _position_and_head(conn, projection.name, lock=False)
@@ -115,39 +116,56 @@ async def run_page(
             prepare=True,
         )
         return Page(0, head, head) if cur.rowcount else Page(0, position, position)
+    try:
+        return await _apply_in_transaction(conn, projection, position, head, stored, page_size)
+    except dead_letters.TRANSIENT:
+        raise
+    except Exception:  # noqa: BLE001 - nothing was kept: find the event at fault, apply the others
+        return await _apply_in_transaction(
+            conn, projection, position, head, stored, page_size, one_by_one=True
+        )
+
+
+async def _apply_in_transaction(
+    conn: AsyncConnection[Any],
+    projection: Projection,
+    position: int,
+    head: int,
+    stored: list[tuple[Any, ...]],
+    page_size: int,
+    *,
+    one_by_one: bool = False,
+) -> Page:
+    """Lock the position, apply `stored` (read again if the position moved meanwhile),
+    record the new position and announce it on READ_MODELS_CHANNEL, in one transaction.
+
+    The page is applied whole, with no savepoint (the common case costs no extra round
+    trips); when it fails, the transaction is rolled back and the caller comes back with
+    `one_by_one`, which applies each event in a savepoint and parks those that fail alone."""
+    topics = projection.topics()
     async with conn.transaction():
         locked, _ = await _position_and_head(conn, projection.name, lock=True)
         if locked != position:  # another runner applied pages meanwhile: read again
             position = locked
             stored = await _matching(conn, topics, position, head, page_size)
-        applied = await _apply_page(conn, projection, stored, topics)
+        if not stored:
+            applied = 0
+        elif one_by_one:
+            applied = await dead_letters.apply_one_by_one(conn, projection, stored, topics)
+        else:
+            await projection.apply(conn, [event_row(r, topics) for r in stored])
+            applied = len(stored)
         # Inserts are serialised by the event store's table lock, so every id up to the
         # visible maximum is committed: a position may safely jump to it.
         new_position = stored[-1][0] if len(stored) == page_size else max(head, position)
-        await conn.execute(
-            "UPDATE projection_tracking SET position = %s, updated_at = now() WHERE name = %s",
-            [new_position, projection.name],
+        await conn.execute(  # the NOTIFY is delivered at COMMIT, with the rows it announces
+            "WITH moved AS (UPDATE projection_tracking SET position = %s, updated_at = now()"
+            " WHERE name = %s RETURNING name, position)"
+            " SELECT pg_notify(%s, name || ':' || position) FROM moved",
+            [new_position, projection.name, READ_MODELS_CHANNEL],
             prepare=True,
         )
-        return Page(applied, new_position, new_position)
-
-
-async def _apply_page(
-    conn: AsyncConnection[Any],
-    projection: Projection,
-    stored: list[tuple[Any, ...]],
-    topics: dict[str, str],
-) -> int:
-    if not stored:
-        return 0
-    try:
-        async with conn.transaction():  # a savepoint: a failed page leaves nothing behind
-            await projection.apply(conn, [event_row(r, topics) for r in stored])
-    except dead_letters.TRANSIENT:
-        raise
-    except Exception:  # noqa: BLE001 - find the event at fault, apply the others
-        return await dead_letters.apply_one_by_one(conn, projection, stored, topics)
-    return len(stored)
+        return Page(applied, new_position, new_position, announced=True)
 
 
 async def _matching(
@@ -211,6 +229,7 @@ class ProjectionRunner:
     ) -> None:
         self._url = database_url
         self.projections = list(projections or all_projections())
+        self._topics = {p.name: frozenset(p.topics()) for p in self.projections}
         self._page_size = page_size
         self._idle_recheck = idle_recheck
         self._wakes: dict[str, asyncio.Event] = {}
@@ -251,10 +270,11 @@ class ProjectionRunner:
                 self.positions[name] = page.checked
                 async with self._progress:
                     self._progress.notify_all()
-                await conn.execute(  # streams in every process follow the read tables by it
-                    "SELECT pg_notify(%s, %s)", [READ_MODELS_CHANNEL, f"{name}:{page.checked}"],
-                    prepare=True,
-                )  # fmt: skip
+                if not page.announced:  # streams in every process follow the read tables by it
+                    await conn.execute(
+                        "SELECT pg_notify(%s, %s)", [READ_MODELS_CHANNEL, f"{name}:{page.checked}"],
+                        prepare=True,
+                    )  # fmt: skip
             if page.applied < self._page_size:
                 return applied
 
@@ -311,20 +331,27 @@ class ProjectionRunner:
                 log.warning("projections.listen_lost", error=str(e))
                 await asyncio.sleep(1.0)
 
-    def reached(self, position: int) -> bool:
+    def reached(self, position: int, topics: frozenset[str] = frozenset()) -> bool:
+        """Every projection that takes one of `topics` (every one when empty) has checked
+        the events up to `position`."""
         return bool(self.positions) and all(
-            self.positions.get(p.name, 0) >= position for p in self.projections
+            self.positions.get(p.name, 0) >= position
+            for p in self.projections
+            if not topics or not topics.isdisjoint(self._topics[p.name])
         )
 
-    async def wait_for(self, position: int, timeout: float) -> bool:
-        """Wait until every projection includes `position`; False on timeout."""
-        if position <= 0 or self.reached(position):
+    async def wait_for(
+        self, position: int, timeout: float, topics: frozenset[str] = frozenset()
+    ) -> bool:
+        """Wait until the projections taking `topics` (all when empty) include `position`;
+        False on timeout."""
+        if position <= 0 or self.reached(position, topics):
             return True
         self.kick()
         async with self._progress:
             try:
                 await asyncio.wait_for(
-                    self._progress.wait_for(lambda: self.reached(position)), timeout
+                    self._progress.wait_for(lambda: self.reached(position, topics)), timeout
                 )
             except TimeoutError:
                 return False
