@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -143,6 +145,32 @@ def _slots(events: Iterator[Any], entries: Iterator[Any]) -> Iterator[Slot]:
             e, c = next(events, None), next(entries, None)
 
 
+@dataclass
+class _Prefix:
+    """How far events and chain entries agree, walked without building a slot per event."""
+
+    checked: int = 0
+    position: int = 0
+    digest: bytes = GENESIS
+
+
+def _agreeing_prefix(
+    events: Iterator[Any], entries: Iterator[Any], prefix: _Prefix
+) -> tuple[Iterator[Any], Iterator[Any]]:
+    """Walk events and entries (whole-store rows) while each event sits at its entry's
+    position with its identity and digest; returns the rest of both, the first departure
+    included, for the full check to name it."""
+    for e in events:
+        c = next(entries, None)
+        if c is None or c[0] != e[0] or c[1] != e[1] or c[2] != e[2]:
+            return itertools.chain([e], events), itertools.chain([] if c is None else [c], entries)
+        computed = digest(prefix.digest, e[0], e[1], e[2], e[3], e[4])
+        if computed != c[3]:
+            return itertools.chain([e], events), itertools.chain([c], entries)
+        prefix.checked, prefix.position, prefix.digest = prefix.checked + 1, e[0], computed
+    return events, entries
+
+
 def _entry(c: tuple[Any, ...]) -> ChainEntry:
     previous = None if len(c) < 5 else GENESIS if c[4] is None else bytes(c[4])
     return ChainEntry(c[0], c[1], c[2], bytes(c[3]), previous)
@@ -196,7 +224,14 @@ def verify_store(conn: Connection[Any], upto: int | None = None,
                             previous=previous),
             params,
         )  # fmt: skip
-        return verify(_slots(events, entries), _locator(conn), limit)
+        prefix = _Prefix()
+        if task is None:  # the common case, kept cheap: every event agrees with its entry
+            events, entries = _agreeing_prefix(events, entries, prefix)
+        verdict = verify(_slots(events, entries), _locator(conn), limit, start=prefix.digest)
+        if verdict.checked == 0:
+            verdict.head_position = prefix.position
+        verdict.checked += prefix.checked
+        return verdict
 
 
 def checkpoint(conn: Connection[Any]) -> tuple[int, bytes]:
