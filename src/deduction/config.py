@@ -64,6 +64,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds of silence after which a stream sends a heartbeat, so proxies keep it open."""
     stream_max_age: float = 900.0
     """Seconds a stream stays open; the client then resumes (perhaps on another process)."""
+    as_of_snapshot_every: int = 256
+    """A snapshot of a task's rows is kept every this many of its events, so an answer as
+    of a moment folds at most this many events onto the snapshot before it."""
     log_level: str = "INFO"
 
 
@@ -92,6 +95,7 @@ _ENV_NAMES = {
     "stream_queue_size": "STREAM_QUEUE_SIZE",
     "stream_heartbeat": "STREAM_HEARTBEAT",
     "stream_max_age": "STREAM_MAX_AGE",
+    "as_of_snapshot_every": "AS_OF_SNAPSHOT_EVERY",
     "log_level": "LOG_LEVEL",
 }
 
@@ -125,6 +129,8 @@ def _check(s: Settings) -> None:
         raise SettingsError("LOG_RETENTION_DAYS must not be negative")
     if s.stream_max_subscribers < 1 or s.stream_queue_size < 2:
         raise SettingsError("STREAM_MAX_SUBSCRIBERS must be at least 1, STREAM_QUEUE_SIZE 2")
+    if s.as_of_snapshot_every < 1:
+        raise SettingsError("AS_OF_SNAPSHOT_EVERY must be at least 1")
     if s.stream_heartbeat <= 0 or s.stream_max_age <= 0:
         raise SettingsError("STREAM_HEARTBEAT and STREAM_MAX_AGE must be positive")
 

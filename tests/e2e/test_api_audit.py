@@ -4,6 +4,7 @@ and the export file."""
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,10 +13,19 @@ from psycopg import AsyncConnection
 from deduction.adapters.audit_chain import extend_chain
 from deduction.application.audit_file import verify_file
 from deduction.application.service import DeductionApp
-from tests.support.api import TASK, Api
+from deduction.application.services import Services
+from deduction.bootstrap import open_services
+from tests.support.api import TASK, Api, settings_for
 from tests.support.logs import log_lines, save_logs
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+async def services(db_url: str) -> AsyncIterator[Services]:
+    """The services with a snapshot every few events, so as-of answers here come from them."""
+    async with open_services(settings_for(db_url, as_of_snapshot_every=3)) as s:
+        yield s
 
 
 def _start(app: DeductionApp, task_id: int) -> int:
@@ -93,6 +103,9 @@ async def test_as_of_answers_equal_the_live_answers_at_random_moments(
             status, body = await api.call("GET", path, params={"as_of_position": position})
             assert status == 200, body
             assert body["data"] == live[key], (key, position)
+    async with api.services.pool.connection() as conn:
+        cur = await conn.execute("SELECT count(*) FROM as_of_snapshot")
+        assert (await cur.fetchone() or [0])[0] > 0  # the answers above came from snapshots
 
 
 async def test_as_of_reports_the_position_and_a_moment_before_the_task_is_404(

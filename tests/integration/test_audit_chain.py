@@ -11,7 +11,7 @@ import pytest
 from psycopg import AsyncConnection
 
 from deduction.adapters import audit_cli
-from deduction.adapters.audit_chain import create_chain_table, extend_chain
+from deduction.adapters.audit_chain import create_chain_table, extend_chain, first_departure
 from deduction.application.service import DeductionApp
 from tests.support.logs import append_logs, mixed_log_lines
 from tests.support.plan import new_task, seed_catalog
@@ -54,6 +54,20 @@ async def test_an_intact_store_verifies(store: tuple[str, int]) -> None:
     url, task_id = store
     assert (await run_verify(url)).startswith("OK the event store")
     assert (await run_verify(url, task_id)).startswith(f"OK task {task_id}")
+
+
+def test_the_database_finds_where_the_walk_starts(store: tuple[str, int]) -> None:
+    """PostgreSQL hashes events as the chain writer did: on an intact store it finds no
+    departure (verify walks nothing), and an edited event is where the walk starts."""
+    url, _ = store
+    head, target = positions(url)[-1], positions(url)[3]
+    with psycopg.connect(url) as conn, conn.transaction():
+        assert first_departure(conn, head) is None
+    sql(url, "UPDATE deduction_events SET state = state || ' '::bytea WHERE notification_id = %s",
+        [target])  # fmt: skip
+    with psycopg.connect(url) as conn, conn.transaction():
+        assert first_departure(conn, head) == target
+        assert first_departure(conn, target - 1) is None
 
 
 @pytest.mark.parametrize("task_part", [False, True])

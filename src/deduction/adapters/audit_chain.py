@@ -168,10 +168,45 @@ _ENTRIES = (
     f"SELECT c.position, c.originator_id, c.originator_version, c.digest{{previous}}"
     f" FROM {CHAIN_TABLE} c WHERE c.position <= %s {{where}} ORDER BY c.position"
 )
+# The first position at or below a limit where the store departs from the chain, found by
+# PostgreSQL in one merge of both tables: each event is hashed with the digest of the chain
+# entry before it (the same layout as application.audit_chain.digest). Where every earlier
+# event agrees with its entry, that digest is the one a walk from the start would hold, so the
+# first position found here is the first a walk finds; the walk then starts there to name it.
+_FIRST_DEPARTURE = f"""
+WITH c AS (
+    SELECT position, originator_id, originator_version, digest,
+           lag(digest, 1, %(genesis)s::bytea) OVER (ORDER BY position) AS previous
+    FROM {CHAIN_TABLE} WHERE position <= %(limit)s
+), e AS (
+    SELECT notification_id, originator_id, originator_version, topic, state
+    FROM {EVENTS_TABLE} WHERE notification_id <= %(limit)s
+)
+SELECT min(coalesce(e.notification_id, c.position))
+FROM c FULL JOIN e ON e.notification_id = c.position
+WHERE e.notification_id IS NULL OR c.position IS NULL
+   OR e.originator_id <> c.originator_id OR e.originator_version <> c.originator_version
+   OR pg_catalog.sha256(c.previous || int8send(e.notification_id)
+        || int8send(e.originator_version) || uuid_send(e.originator_id)
+        || int4send(octet_length(convert_to(e.topic, 'UTF8'))) || convert_to(e.topic, 'UTF8')
+        || e.state) <> c.digest
+"""
+_BEFORE = (
+    f"SELECT count(*), max(position), (SELECT digest FROM {CHAIN_TABLE} WHERE position < %s"
+    f" ORDER BY position DESC LIMIT 1) FROM {CHAIN_TABLE} WHERE position < %s"
+)
 _PREVIOUS = (
     f", (SELECT p.digest FROM {CHAIN_TABLE} p WHERE p.position < c.position"
     " ORDER BY p.position DESC LIMIT 1)"
 )
+
+
+def first_departure(conn: Connection[Any], limit: int) -> int | None:
+    """The first position up to `limit` where the store may depart from the chain (None:
+    none does); inside the caller's transaction."""
+    conn.execute("SET LOCAL enable_hashjoin = off")  # both sides come sorted: merge them
+    row = conn.execute(_FIRST_DEPARTURE, {"genesis": GENESIS, "limit": limit}).fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 def verify_store(conn: Connection[Any], upto: int | None = None,
@@ -188,15 +223,28 @@ def verify_store(conn: Connection[Any], upto: int | None = None,
         if task is not None:
             where, previous = "AND originator_id = ANY(%s)", _PREVIOUS
             params.append(task.all_ids)
+        before: tuple[int, int, bytes] = (0, 0, GENESIS)  # entries, last position, digest
+        if task is None:  # the whole store: PostgreSQL finds where to start looking
+            first = first_departure(conn, limit)
+            start = limit + 1 if first is None else first  # the walk starts there
+            counted = conn.execute(_BEFORE, [start, start]).fetchone()
+            assert counted is not None
+            before = (int(counted[0]), int(counted[1] or 0), bytes(counted[2] or GENESIS))
+            where = "AND notification_id >= %s"
+            params.append(start)
         events = _stream(conn, "audit_events", _EVENTS.format(where=where), params)
         entries = _stream(
             conn,
             "audit_entries",
-            _ENTRIES.format(where=where.replace("originator_id", "c.originator_id"),
-                            previous=previous),
+            _ENTRIES.format(where=where.replace("notification_id", "c.position")
+                            .replace("originator_id", "c.originator_id"), previous=previous),
             params,
         )  # fmt: skip
-        return verify(_slots(events, entries), _locator(conn), limit)
+        verdict = verify(_slots(events, entries), _locator(conn), limit, start=before[2])
+        if verdict.checked == 0:
+            verdict.head_position = before[1]
+        verdict.checked += before[0]
+        return verdict
 
 
 def checkpoint(conn: Connection[Any]) -> tuple[int, bytes]:

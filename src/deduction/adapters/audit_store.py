@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from deduction.projections.runner import EVENTS_TABLE
 # The event's own time, read from its stored JSON (the transcoder keeps plain JSON).
 _TIME = sql.SQL("(convert_from(state, 'UTF8')::json->>'timestamp')::timestamptz")
 _decoder = msgspec.json.Decoder()
+_NO_BOUND = 2**63 - 1
 
 
 class _Created(msgspec.Struct):
@@ -67,6 +69,14 @@ class PostgresEventLog:
         self._created = sql.SQL(
             "SELECT state FROM {} WHERE originator_id = %s AND originator_version = 1"
         ).format(sql.Identifier(table))
+        # One index range per aggregate (its primary key), however busy the store around it.
+        self._versions = sql.SQL(
+            "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state"
+            " FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[]) AS b(id, low, high)"
+            " JOIN {} e ON e.originator_id = b.id"
+            " AND e.originator_version > b.low AND e.originator_version <= b.high"
+            " WHERE e.notification_id <= %s ORDER BY e.notification_id"
+        ).format(sql.Identifier(table))
         self._head = sql.SQL("SELECT coalesce(max(notification_id), 0) FROM {}").format(
             sql.Identifier(table)
         )
@@ -75,6 +85,20 @@ class PostgresEventLog:
         statement, params = event_query(query, self._table)
         async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
             await cur.execute(statement, params)
+            return [record(r) for r in await cur.fetchall()]
+
+    async def select_versions(
+        self,
+        aggregate_ids: Sequence[UUID],
+        after: Sequence[int],
+        upto: Sequence[int] | None,
+        position: int | None,
+    ) -> list[StoredRecord]:
+        high = list(upto) if upto is not None else [_NO_BOUND] * len(aggregate_ids)
+        params = [list(aggregate_ids), list(after), high,
+                  _NO_BOUND if position is None else position]  # fmt: skip
+        async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+            await cur.execute(self._versions, params, prepare=True)
             return [record(r) for r in await cur.fetchall()]
 
     async def _created_of(self, aggregate_id: UUID) -> _Created | None:

@@ -148,6 +148,17 @@ class EventLog(Protocol):
         """Stored events matching the query, by position."""
         ...
 
+    async def select_versions(
+        self,
+        aggregate_ids: Sequence[UUID],
+        after: Sequence[int],
+        upto: Sequence[int] | None,
+        position: int | None,
+    ) -> list[StoredRecord]:
+        """Stored events of each aggregate with a version above `after` and at most `upto`
+        (None: no bound), at or before `position` (None: any), by position."""
+        ...
+
     async def task_streams(self, task_id: int) -> TaskStreams | None:
         """The task's aggregates; None when no such task was ever created."""
         ...

@@ -1,21 +1,57 @@
-"""State as of a moment: the read models' rows rebuilt in memory by their own handlers."""
+"""State as of a moment: the read models' rows rebuilt in memory by their own handlers, from
+the newest snapshot at or before the moment plus the task's events after it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from deduction.application.audit import AuditEvent
+import msgspec
+import structlog
+from psycopg_pool import AsyncConnectionPool
+
+from deduction.application.audit import (
+    EventLog,
+    EventQuery,
+    StoredRecord,
+    TaskStreams,
+    event_name,
+    upcast,
+)
+from deduction.application.transcoder import decode_state
 from deduction.projections.agents import AgentProjection
 from deduction.projections.base import EventRow, Row
 from deduction.projections.history import HistoryProjection, history_row
 from deduction.projections.tasks import TaskProjection
 
+log = structlog.get_logger(__name__)
 _TASKS, _AGENTS = TaskProjection(), AgentProjection()
 _TASK_EVENTS = frozenset(_TASKS.topics().values())
 _AGENT_EVENTS = frozenset(_AGENTS.topics().values())
-_HISTORY_EVENTS = frozenset(HistoryProjection.topics().values())
+HISTORY_TOPICS = tuple(HistoryProjection.topics())
+# Bump when a task or agent handler, or a row's columns, change: snapshots folded by older
+# handlers are then ignored (and new ones written beside them).
+FOLD_VERSION = 1
+SNAPSHOT_TABLE = "as_of_snapshot"
+DDL = [
+    f"""
+    CREATE TABLE IF NOT EXISTS {SNAPSHOT_TABLE} (
+        task_id bigint NOT NULL,
+        fold_version integer NOT NULL,
+        every integer NOT NULL,
+        seq bigint NOT NULL,
+        position bigint NOT NULL,
+        versions bigint[] NOT NULL,
+        first_time timestamptz NOT NULL,
+        rows bytea NOT NULL,
+        PRIMARY KEY (task_id, fold_version, every, seq)
+    )
+    """
+]
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder()
 
 
 @dataclass(frozen=True)
@@ -25,32 +61,216 @@ class TaskState:
     position: int
     task: Row | None
     agents: list[Row]  # in config order (seq, id), as the API lists them
-    history: list[Row]  # oldest first
 
 
-def event_rows(events: Iterable[AuditEvent]) -> list[EventRow]:
-    """Audit events in the shape the projections' handlers take."""
-    return [
-        EventRow(e.position, e.aggregate_id.int, e.version, e.type, e.fields, e.timestamp)
-        for e in events
-    ]
+@dataclass(frozen=True)
+class Snapshot:
+    """The task's rows after its first `seq` state events (a multiple of the interval)."""
+
+    seq: int
+    position: int  # of the seq-th event
+    versions: tuple[int, ...]  # each state aggregate's version then (TaskStreams.state_ids order)
+    first_time: datetime  # the earliest timestamp of the events since the previous snapshot
+    rows: bytes | None = None  # msgpack [task row, agent rows]; None until loaded
 
 
-def position_at(events: Sequence[AuditEvent], moment: datetime) -> int:
-    """The newest position among the events that happened at or before `moment` (0: none)."""
-    return max((e.position for e in events if e.timestamp <= moment), default=0)
+def event_row(record: StoredRecord) -> EventRow:
+    """A stored event as the projections' handlers take it (upcast, as auditors read it)."""
+    state: dict[str, Any] = decode_state(record.state)
+    upcast(record.topic, state)
+    return EventRow(
+        record.position, record.originator_id.int, record.version, event_name(record.topic),
+        state, datetime.fromisoformat(state["timestamp"]),
+    )  # fmt: skip
 
 
-def rebuild(events: Sequence[AuditEvent], upto: int) -> TaskState:
-    """Fold the events up to position `upto` into task, agent and history rows."""
-    rows = event_rows(e for e in events if e.position <= upto)
-    tasks = _TASKS.fold({}, (e for e in rows if e.name in _TASK_EVENTS))
-    agents = _AGENTS.fold({}, (e for e in rows if e.name in _AGENT_EVENTS))
-    history = [history_row(e) for e in rows if e.name in _HISTORY_EVENTS]
-    task = next(iter(tasks.values()), None)
-    return TaskState(
-        position=upto,
-        task=task,
-        agents=sorted(agents.values(), key=lambda r: (r["seq"], r["id"])),
-        history=history,
-    )
+@dataclass
+class Fold:
+    """Task and agent rows folded event by event; a snapshot every `every` events."""
+
+    streams: TaskStreams
+    every: int
+    seq: int = 0
+    position: int = 0
+    versions: list[int] = field(default_factory=list)
+    tasks: dict[int, Row] = field(default_factory=dict)
+    agents: dict[int, Row] = field(default_factory=dict)
+    first_time: datetime | None = None
+
+    @classmethod
+    def start(cls, streams: TaskStreams, every: int, base: Snapshot | None) -> Fold:
+        fold = cls(streams, every, versions=[0] * len(streams.state_ids))
+        if base is not None and base.rows is not None:
+            task, agents = _decoder.decode(base.rows)
+            fold.seq, fold.position, fold.versions = base.seq, base.position, list(base.versions)
+            fold.tasks = {r["id"]: r for r in ([task] if task else [])}
+            fold.agents = {r["id"]: r for r in agents}
+        return fold
+
+    def apply(self, events: Sequence[EventRow], snapshots: list[Snapshot] | None) -> None:
+        """Fold events in position order; with `snapshots`, append one at each interval.
+        Task rows and agent rows are apart, so each is folded a chunk at a time."""
+        index = {u.int: i for i, u in enumerate(self.streams.state_ids)}
+        start = 0
+        while start < len(events):
+            chunk = events[start : start + self.every - self.seq % self.every]
+            start += len(chunk)
+            _TASKS.fold(self.tasks, [e for e in chunk if e.name in _TASK_EVENTS])
+            _AGENTS.fold(self.agents, [e for e in chunk if e.name in _AGENT_EVENTS])
+            for e in chunk:
+                self.versions[index[e.originator_int]] = e.version
+            earliest = min(e.timestamp for e in chunk)
+            self.first_time = min(self.first_time or earliest, earliest)
+            self.seq, self.position = self.seq + len(chunk), chunk[-1].notification_id
+            if self.seq % self.every == 0:
+                if snapshots is not None:
+                    snapshots.append(self.snapshot())
+                self.first_time = None
+
+    def snapshot(self) -> Snapshot:
+        assert self.first_time is not None
+        task = next(iter(self.tasks.values()), None)
+        rows = _encoder.encode([task, list(self.agents.values())])
+        return Snapshot(self.seq, self.position, tuple(self.versions), self.first_time, rows)
+
+    def state(self, position: int) -> TaskState:
+        agents = sorted(self.agents.values(), key=lambda r: (r["seq"], r["id"]))
+        return TaskState(position, next(iter(self.tasks.values()), None), agents)
+
+
+class PostgresSnapshots:
+    """The snapshot table, read and written over the API's pool."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], every: int) -> None:
+        self._pool, self.every = pool, every
+        self._key = "task_id = %s AND fold_version = %s AND every = %s"
+
+    async def index(self, task_id: int, before: int | None = None) -> list[Snapshot]:
+        """The task's snapshots, oldest first, up to the first gap; with `before`, the rows
+        of the newest one below that position come along (one round trip instead of two)."""
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT seq, position, versions, first_time, CASE WHEN seq = max(seq)"
+                f" FILTER (WHERE position < %s) OVER () THEN rows END FROM {SNAPSHOT_TABLE}"
+                f" WHERE {self._key} ORDER BY seq",
+                [-1 if before is None else before, task_id, FOLD_VERSION, self.every],
+                prepare=True,
+            )
+            rows = await cur.fetchall()
+        whole: list[Snapshot] = []
+        for r in rows:
+            if r[0] != (len(whole) + 1) * self.every:
+                break  # one went missing: the spans after it are not known
+            whole.append(
+                Snapshot(r[0], r[1], tuple(r[2]), r[3], None if r[4] is None else bytes(r[4]))
+            )
+        return whole
+
+    async def rows(self, task_id: int, snapshot: Snapshot) -> Snapshot:
+        async with self._pool.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT rows FROM {SNAPSHOT_TABLE} WHERE {self._key} AND seq = %s",
+                [task_id, FOLD_VERSION, self.every, snapshot.seq],
+                prepare=True,
+            )
+            row = await cur.fetchone()
+        if row is None:  # removed meanwhile: fold from the start
+            return Snapshot(0, 0, (), snapshot.first_time, None)
+        return Snapshot(snapshot.seq, snapshot.position, snapshot.versions,
+                        snapshot.first_time, bytes(row[0]))  # fmt: skip
+
+    async def save(self, task_id: int, snapshots: Sequence[Snapshot]) -> None:
+        if not snapshots:
+            return
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {SNAPSHOT_TABLE} (task_id, fold_version, every, seq, position,"
+                " versions, first_time, rows) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT DO NOTHING",
+                [
+                    [task_id, FOLD_VERSION, self.every, s.seq, s.position, list(s.versions)]
+                    + [s.first_time, s.rows]
+                    for s in snapshots
+                ],
+            )
+
+
+@dataclass(frozen=True)
+class _Span:
+    """The task's state events after snapshot `base` and up to snapshot `end` (None: all)."""
+
+    base: Snapshot | None
+    end: Snapshot | None
+
+
+class AsOfReader:
+    """A task's rows as of a position or a moment: the newest snapshot before it, then the
+    events after it. Folding past the newest snapshot writes the snapshots it passes."""
+
+    def __init__(self, events: EventLog, snapshots: PostgresSnapshots) -> None:
+        self._events, self._snapshots = events, snapshots
+
+    async def state(
+        self, streams: TaskStreams, upto: int | None, moment: datetime | None
+    ) -> TaskState:
+        """As of the newest event at or before `moment` (and `upto`), or as of `upto`."""
+        index = await self._snapshots.index(streams.task_id, upto if moment is None else None)
+        spans = [_Span(a, b) for a, b in zip([None, *index], [*index, None])]
+        if moment is None:
+            target = upto or 0
+            span = next(s for s in spans if s.end is None or s.end.position >= target)
+            events = await self._select(streams, span, target)
+        else:
+            target, span, events = await self._at_moment(streams, spans, upto, moment)
+        return await self._fold(streams, span, [e for e in events if e.notification_id <= target],
+                                target)  # fmt: skip
+
+    async def _at_moment(
+        self, streams: TaskStreams, spans: list[_Span], upto: int | None, moment: datetime
+    ) -> tuple[int, _Span, list[EventRow]]:
+        """The newest position at or before `upto` whose event is stamped at or before
+        `moment` (0: none), the span it lies in and that span's events. Spans are searched
+        newest first; a span whose earliest event is later than `moment` is skipped unread."""
+        for span in reversed(spans):
+            if upto is not None and span.base is not None and span.base.position >= upto:
+                continue
+            if span.end is not None and span.end.first_time > moment:
+                continue
+            events = await self._select(streams, span, upto)
+            found = [e.notification_id for e in events if e.timestamp <= moment]
+            if found:
+                return max(found), span, events
+        return 0, spans[0], []
+
+    async def _select(self, streams: TaskStreams, span: _Span, upto: int | None) -> list[EventRow]:
+        low = span.base.versions if span.base else (0,) * len(streams.state_ids)
+        high = span.end.versions if span.end else None
+        records = await self._events.select_versions(streams.state_ids, low, high, upto)
+        return [event_row(r) for r in records]
+
+    async def _fold(
+        self, streams: TaskStreams, span: _Span, events: list[EventRow], position: int
+    ) -> TaskState:
+        base = span.base
+        if base is not None and base.rows is None:
+            base = await self._snapshots.rows(streams.task_id, base)
+            if base.rows is None:  # the snapshot went away: read the events from the start
+                return await self._fold(streams, _Span(None, None),
+                                        await self._select(streams, _Span(None, None), position),
+                                        position)  # fmt: skip
+        fold = Fold.start(streams, self._snapshots.every, base)
+        written: list[Snapshot] | None = [] if span.end is None else None
+        fold.apply(events, written)
+        if written:
+            try:
+                await self._snapshots.save(streams.task_id, written)
+            except Exception as e:  # noqa: BLE001 - the answer stands without them
+                log.warning("as_of.snapshot_save_failed", task_id=streams.task_id, error=str(e))
+        return fold.state(position)
+
+
+async def history_as_of(events: EventLog, streams: TaskStreams, position: int) -> list[Row]:
+    """The task's history entries up to `position`, oldest first."""
+    query = EventQuery(limit=None, aggregate_ids=streams.state_ids, topics=HISTORY_TOPICS,
+                       upto=position)  # fmt: skip
+    return [history_row(event_row(r)) for r in await events.select(query)]

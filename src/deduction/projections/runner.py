@@ -13,7 +13,7 @@ import psycopg
 import structlog
 from psycopg import AsyncConnection, sql
 
-from deduction.projections import dead_letters
+from deduction.projections import as_of, dead_letters
 from deduction.projections.agents import AgentProjection
 from deduction.projections.base import Projection, event_row
 from deduction.projections.catalog import CatalogProjection
@@ -63,6 +63,8 @@ async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[P
         await conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # concurrent start-ups
         await conn.execute(TRACKING)
         await conn.execute(dead_letters.DDL)
+        for statement in as_of.DDL:
+            await conn.execute(statement)
         for p in projections:
             for statement in p.ddl:
                 await conn.execute(statement)
@@ -371,6 +373,9 @@ async def rebuild(
         raise LookupError(f"unknown projection(s): {', '.join(sorted(unknown))}")
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         await create_read_tables(conn, chosen)
+        if {p.name for p in chosen} & {TaskProjection.name, AgentProjection.name}:
+            # Snapshots are folded by these projections' handlers: rebuilt ones may differ.
+            await conn.execute(f"TRUNCATE {as_of.SNAPSHOT_TABLE}")
     # Projections are independent: replaying them side by side lets PostgreSQL write one
     # page while Python decodes another.
     counts = await asyncio.gather(

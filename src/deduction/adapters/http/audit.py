@@ -41,7 +41,7 @@ from deduction.application.audit_file import event_json
 from deduction.application.service import NotFoundError
 from deduction.application.services import Services
 from deduction.domain.ids import MAX_ID
-from deduction.projections.as_of import TaskState, position_at, rebuild
+from deduction.projections.as_of import AsOfReader, PostgresSnapshots, TaskState
 
 AS_OF_HEADER = "X-As-Of-Position"
 AS_OF_HEADERS = [
@@ -162,22 +162,18 @@ async def task_streams(log: EventLog, task_id: int) -> TaskStreams:
 
 
 async def task_state(
-    log: EventLog, task_id: int, as_of: str | None, as_of_position: int | None
-) -> TaskState:
+    services: Services, task_id: int, as_of: str | None, as_of_position: int | None
+) -> tuple[TaskStreams, TaskState]:
     """The task's rows as of a moment or a position, or the earlier of both, rebuilt from its
-    events (404 when the task did not exist yet)."""
+    events onto the snapshot before it (404 when the task did not exist yet)."""
     moment = instant("as_of", as_of)
+    log = event_log(services)
     streams = await task_streams(log, task_id)
-    upto = as_of_position
-    events = [
-        read_event(r)
-        for r in await log.select(EventQuery(limit=None, aggregate_ids=streams.state_ids, upto=upto))
-    ]  # fmt: skip
-    position = position_at(events, moment) if moment is not None else (upto or 0)
-    state = rebuild(events, position)
+    snapshots = PostgresSnapshots(services.pool, services.settings.as_of_snapshot_every)
+    state = await AsOfReader(log, snapshots).state(streams, as_of_position, moment)
     if state.task is None:
         raise NotFoundError("task", task_id)
-    return state
+    return streams, state
 
 
 def as_of_response(data: Any, position: int) -> Response[Any]:

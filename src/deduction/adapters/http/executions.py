@@ -59,8 +59,7 @@ class AgentExecutionController(Controller):
         """The task's agent executions in config order, optionally only those with `status`;
         with as_of or as_of_position, as they were then."""
         if as_of is not None or as_of_position is not None:
-            log = audit.event_log(services)
-            state = await audit.task_state(log, task_id, as_of, as_of_position)
+            _, state = await audit.task_state(services, task_id, as_of, as_of_position)
             rows = [r for r in state.agents if status is None or r["status"] == status]
             items = [views.from_row(views.AgentExecution, r) for r in rows]
             return audit.as_of_response(items, state.position)
@@ -77,7 +76,7 @@ async def _execution_as_of(
     task_id = await log.execution_task(execution_id)
     if task_id is None:
         raise NotFoundError("agent execution", execution_id)
-    state = await audit.task_state(log, task_id, as_of, as_of_position)
+    _, state = await audit.task_state(services, task_id, as_of, as_of_position)
     row = next((r for r in state.agents if r["id"] == execution_id), None)
     if row is None:
         raise NotFoundError("agent execution", execution_id)

@@ -15,6 +15,7 @@ from deduction.adapters.http.params import FROM_ZERO, EndTime, StartTime, TaskId
 from deduction.adapters.http.responses import HistoryResponse
 from deduction.application.service import NotFoundError
 from deduction.domain.ids import MAX_ID
+from deduction.projections.as_of import history_as_of
 from deduction.projections.history import HistoryFilter
 
 ChangeType = Annotated[
@@ -72,9 +73,9 @@ class HistoryController(Controller):
             start=start, end=end,
         )  # fmt: skip
         if as_of is not None or as_of_position is not None:
-            log = audit.event_log(services)
-            state = await audit.task_state(log, task_id, as_of, as_of_position)
-            rows = [r for r in state.history if which.keeps(r)][: limit or None]
+            streams, state = await audit.task_state(services, task_id, as_of, as_of_position)
+            history = await history_as_of(audit.event_log(services), streams, state.position)
+            rows = [r for r in history if which.keeps(r)][: limit or None]
             entries = [views.from_row(views.HistoryEntry, r) for r in rows]
             return audit.as_of_response(entries, state.position)
         found = await reads.history.of_task(task_id, which)

@@ -136,9 +136,7 @@ class TaskController(Controller):
         """Every column of the task and of each of its agent executions (in config order);
         with as_of or as_of_position, as it was then (rebuilt from the events)."""
         if as_of is not None or as_of_position is not None:
-            state = await audit.task_state(
-                audit.event_log(services), task_id, as_of, as_of_position
-            )
+            _, state = await audit.task_state(services, task_id, as_of, as_of_position)
             agents = [views.from_row(views.AgentExecution, r) for r in state.agents]
             detail = views.from_row(views.TaskDetail, state.task or {}, agent_executions=agents)
             return audit.as_of_response(detail, state.position)
