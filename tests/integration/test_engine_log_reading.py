@@ -14,7 +14,7 @@ from deduction.application.log_cursor import Cursor, ingest
 from deduction.application.log_lines import stored_ts_of
 from deduction.application.ports import EngineLogLine, EngineLogPage
 from deduction.application.services import Services
-from deduction.reference_engine.simulation import Knobs, Simulation
+from deduction.reference_engine.simulation import ZERO_TIME, Knobs, Simulation
 from tests.support.engine import (
     EngineClock,
     LiveEngine,
@@ -23,6 +23,7 @@ from tests.support.engine import (
     monitor_for,
     run_to_end,
 )
+from tests.support.log_reader import check_agent, read_in_process
 from tests.support.logs import engine_multiset, stored_multiset
 from tests.support.plan import create_task, new_task
 from tests.support.waits import settled, wait_until
@@ -273,3 +274,16 @@ def test_a_numbered_gap_does_not_count_a_broken_line_read_before_it() -> None:
             cursor, skipped = got.cursor, skipped + got.skipped
             gaps += [got.gap.lines] if got.gap else []
         assert (gaps, skipped) == ([lines], 1)
+
+
+def test_a_line_without_a_time_is_not_stored_again_past_a_gap_on_a_whole_second_engine() -> None:
+    """Timestamps and `since` at whole seconds, every line in one second, some stamped with
+    Go's zero time (the first among them): the reader cannot tell that second from a full page,
+    so it moves past it as a gap of unknown size; the answers after that reach back into the
+    second, and the zero-time line that opens them was stored already: it is not stored again."""
+    knobs = {"seed": 1, "ts_resolution": "s", "since_resolution": "s", "since_inclusive": True,
+             "zero_time_rate": 0.2, "burst": 4, "collide_rate": 0.2, "duplicate_rate": 0.0,
+             "log_rate": 81, "duration_min": 0.1, "duration_max": 0.56}  # fmt: skip
+    (record,) = read_in_process(knobs)
+    assert record.emitted[0]["timestamp"] == ZERO_TIME
+    check_agent(record, numbered=False)

@@ -185,21 +185,40 @@ def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
     the time of the entry before it in the answer. One that opens an answer is ordered
     before everything stored: the Engine's cut fell between it and a line stored before it,
     so an earlier answer held it too (from the first read on, which opens at the same
-    lines). Only past a gap is it new: then it is ordered at the gap's end."""
-    previous = cursor.after or _FIRST
+    lines). Only past a gap can it be new: when the answer does not reach back before the
+    gap's end and the line is not one stored at the cursor's time, it is ordered at the
+    gap's end."""
+    decoded = [(entry, None if isinstance(entry, bytes) else normalise(entry))
+               for entry in entries]  # fmt: skip
+    first = next((line["timestamp"] for _, line in decoded
+                  if line is not None and _timed_line(line)), None)  # fmt: skip
+    after = None if cursor.after is None else stored_ts_of(cursor.after)
+    past_gap = after is not None and (first is None or first >= after)
+    opening, tail = True, Counter(cursor.tail)
+    previous = _FIRST
     items: list[Item] = []
-    for entry in entries:
+    for entry, line in decoded:
+        if line is not None and _timed_line(line):
+            opening, previous = False, line["timestamp"]
         if isinstance(entry, bytes):
-            items.append((previous, _raw_fingerprint(entry), None, None))
-            continue
-        line = normalise(entry)
-        if line is None:
-            items.append((previous, _raw_fingerprint(repr(entry).encode()), None, None))
-            continue
-        if int(line["timestamp"][:4]) >= _EPOCH_YEAR:
-            previous = line["timestamp"]
-        items.append((previous, fingerprint(line), line, entry.seq))
+            fp = _raw_fingerprint(entry)
+        elif line is None:
+            fp = _raw_fingerprint(repr(entry).encode())
+        else:
+            fp = fingerprint(line)
+        at = previous
+        if opening and past_gap and after is not None:
+            if tail[fp] > 0:
+                tail[fp] -= 1  # stored at the cursor's time, before the gap
+            else:
+                at = after
+        seq = None if line is None or isinstance(entry, bytes) else entry.seq
+        items.append((at, fp, line, seq))
     return items
+
+
+def _timed_line(line: Line) -> bool:
+    return int(line["timestamp"][:4]) >= _EPOCH_YEAR
 
 
 def _raw_fingerprint(raw: bytes) -> str:
@@ -207,8 +226,7 @@ def _raw_fingerprint(raw: bytes) -> str:
 
 
 def _timed(items: list[Item]) -> list[str]:
-    return [line["timestamp"] for _, _, line, _ in items
-            if line is not None and int(line["timestamp"][:4]) >= _EPOCH_YEAR]  # fmt: skip
+    return [line["timestamp"] for _, _, line, _ in items if line is not None and _timed_line(line)]
 
 
 def _learn(cursor: Cursor, asked: str | None, items: list[Item]) -> tuple[Cursor, bool]:
