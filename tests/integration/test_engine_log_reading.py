@@ -287,3 +287,15 @@ def test_a_line_without_a_time_is_not_stored_again_past_a_gap_on_a_whole_second_
     (record,) = read_in_process(knobs)
     assert record.emitted[0]["timestamp"] == ZERO_TIME
     check_agent(record, numbered=False)
+
+
+def test_more_broken_lines_in_a_row_than_a_page_do_not_stop_the_reading() -> None:
+    """Pages of 5 and one line in five sent broken: somewhere five broken lines come in a row,
+    an answer that gives no time to go on from. The reader moves past them (a gap, recorded
+    once), counts each broken line once, and reads the agent to the end."""
+    knobs = {"page_cap": 5, "since_inclusive": False, "ts_resolution": "us",
+             "collide_rate": 0.0, "duplicate_rate": 0.0, "malformed_rate": 0.2,
+             "seed": 925654, "log_rate": 260.0, "duration_min": 0.21,
+             "duration_max": 0.45}  # fmt: skip
+    for record in read_in_process(knobs, 2, polls=200):
+        check_agent(record, numbered=False)

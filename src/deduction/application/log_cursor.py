@@ -54,6 +54,9 @@ class Cursor:
     gap_seq: int | None = None  # the last number stored before an open gap
     unnumbered: int = 0  # broken lines taken after the numbered line `seq`: numbered too
     gap_attempt: int = 0  # the agent's attempt when the open gap began
+    gap_start: str | None = None  # an open gap (recorded once reading goes on past it):
+    gap_end: str | None = None  # lines stamped from gap_start to before gap_end
+    gap_read: int = 0  # broken lines read past the open gap before a numbered one
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Cursor:
@@ -68,7 +71,8 @@ class Cursor:
         for name, default in (("seq", None), ("drained", False), ("mode", None), ("grain", 1),
                               ("page", 0), ("capped", False), ("probing", False),
                               ("count", 0), ("after", None), ("stalls", 0), ("gap_seq", None),
-                              ("unnumbered", 0), ("gap_attempt", 0)):  # fmt: skip
+                              ("unnumbered", 0), ("gap_attempt", 0), ("gap_start", None),
+                              ("gap_end", None), ("gap_read", 0)):  # fmt: skip
             if getattr(self, name) != default:
                 out[name] = getattr(self, name)
         return out
@@ -174,10 +178,18 @@ def _probed(cursor: Cursor, size: int, ended: bool) -> tuple[Cursor, bool | None
 
 
 def _nothing_new(cursor: Cursor, done: bool) -> Ingested:
-    if done and cursor.gap_seq is not None and cursor.after is not None and cursor.ts:
-        gap = Gap(cursor.ts, cursor.after, None, cursor.page)  # no numbered line followed
-        return Ingested([], 0, gap, replace(cursor, stalls=0, gap_seq=None), True, False)
+    if done and cursor.gap_start is not None:  # no numbered line followed
+        return Ingested([], 0, _open_gap(cursor, None), _closed(cursor), True, False)
     return Ingested([], 0, None, replace(cursor, stalls=0), False, done)
+
+
+def _open_gap(cursor: Cursor, lines: int | None) -> Gap:
+    assert cursor.gap_start is not None and cursor.gap_end is not None
+    return Gap(cursor.gap_start, cursor.gap_end, lines, cursor.page)
+
+
+def _closed(cursor: Cursor) -> Cursor:
+    return replace(cursor, stalls=0, gap_seq=None, gap_start=None, gap_end=None, gap_read=0)
 
 
 def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
@@ -295,25 +307,29 @@ def _cut(fresh: list[Item], max_lines: int) -> tuple[list[Item], bool]:
 
 
 def _close_gap(cursor: Cursor, fresh: list[Item], attempt: int) -> tuple[Cursor, Gap | None]:
-    """After a gap, the Engine's numbering says how many lines it held: the jump."""
-    if cursor.gap_seq is None or cursor.after is None or cursor.ts is None:
+    """Reading goes on past an open gap: it is recorded. When the Engine numbers its lines,
+    the jump in numbering says how many lines it held (once a numbered line is read)."""
+    if cursor.gap_start is None:
         return cursor, None
+    if cursor.gap_seq is None:
+        return _closed(cursor), _open_gap(cursor, None)
     first = next((i for i, item in enumerate(fresh) if item[3] is not None), None)
     if first is None:
-        return cursor, None
+        return replace(cursor, gap_read=cursor.gap_read + len(fresh)), None
     seq = fresh[first][3]
     assert seq is not None
-    hidden = seq - cursor.gap_seq - 1 - first  # the unnumbered lines before it were read
+    hidden = seq - cursor.gap_seq - 1 - first - cursor.gap_read  # unnumbered lines were read
     if seq <= cursor.gap_seq or attempt != cursor.gap_attempt:  # numbering may have restarted
-        return replace(cursor, gap_seq=None), Gap(cursor.ts, cursor.after, None, cursor.page)
-    gap = Gap(cursor.ts, cursor.after, hidden, cursor.page) if hidden > 0 else None
-    return replace(cursor, gap_seq=None), gap
+        return _closed(cursor), _open_gap(cursor, None)
+    return _closed(cursor), _open_gap(cursor, hidden) if hidden > 0 else None
 
 
 def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
     newest = max(eff for eff, *_ in fresh)
     at_newest = Counter(fp for eff, fp, _, _ in fresh if eff == newest)
-    tail = Counter(cursor.tail) + at_newest if newest == cursor.ts else at_newest
+    # lines read at a gap's end without a time of their own follow those stored before it
+    past_gap = cursor.after is not None and newest == stored_ts_of(cursor.after)
+    tail = Counter(cursor.tail) + at_newest if newest == cursor.ts or past_gap else at_newest
     seqs = [seq for *_, seq in fresh if seq is not None]
     last = max((i for i, item in enumerate(fresh) if item[3] is not None), default=-1)
     broken = sum(line is None for _, _, line, _ in fresh[last + 1 :])
@@ -325,17 +341,23 @@ def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
 
 
 def _skip(cursor: Cursor, attempt: int) -> Ingested:
-    """Move past the instant (at the Engine's grain) whose lines do not fit in one answer."""
+    """Move past the instant (at the Engine's grain) whose lines do not fit in one answer.
+    Skipped again with nothing read since (the answers hold only lines without a time, which
+    give no instant to go on from), the distance doubles. The gap stays open until reading
+    goes on past it, so it is recorded once, with its whole extent."""
     assert cursor.ts is not None
     ts_us, grain = _us(cursor.ts), cursor.grain
-    boundary = parse_time(cursor.ts) + timedelta(microseconds=grain - ts_us % grain)
-    after = stored_ts_of(rfc3339_short(boundary))
-    moved = replace(cursor, after=after, stalls=0)
+    step = grain - ts_us % grain
+    if cursor.after is not None:
+        step = max(step, 2 * (_us(cursor.after) - ts_us))
+    after = stored_ts_of(rfc3339_short(parse_time(cursor.ts) + timedelta(microseconds=step)))
+    moved = replace(cursor, after=after, stalls=0, gap_end=after)
+    if cursor.gap_start is not None:
+        return Ingested([], 0, None, moved, True, False)
+    moved = replace(moved, gap_start=cursor.ts, gap_attempt=attempt, gap_read=0)
     if cursor.seq is not None:  # the numbering of the next line read gives the exact size
-        gap_seq = cursor.seq + cursor.unnumbered  # broken lines after it were read
-        return Ingested([], 0, None, replace(moved, gap_seq=gap_seq, gap_attempt=attempt),
-                        True, False)  # fmt: skip
-    return Ingested([], 0, Gap(cursor.ts, after, None, cursor.page), moved, True, False)
+        moved = replace(moved, gap_seq=cursor.seq + cursor.unnumbered)  # broken ones were read
+    return Ingested([], 0, None, moved, True, False)
 
 
 def batches(items: list[T], size: int) -> list[list[T]]:
