@@ -299,3 +299,18 @@ def test_more_broken_lines_in_a_row_than_a_page_do_not_stop_the_reading() -> Non
              "duration_max": 0.45}  # fmt: skip
     for record in read_in_process(knobs, 2, polls=200):
         check_agent(record, numbered=False)
+
+
+def test_a_numbered_gap_across_a_restart_has_an_unknown_size() -> None:
+    """Numbering from 0 on every attempt, whole-second `since`, pages of 7: the reader moves
+    past a second it cannot read whole while the agent has been restarted twice; the numbers
+    either side of the gap belong to different attempts, so the gap's size is unknown (not the
+    difference of two unrelated numbers, which here says fewer lines than are missing)."""
+    knobs = {"page_cap": 7, "since_inclusive": False, "since_resolution": "s",
+             "ts_resolution": "ms", "duplicate_rate": 0.05, "zero_time_rate": 0.05,
+             "seq_restart": True, "burst": 4, "fail_rate": 0.3, "error_rate": 0.2,
+             "stall_rate": 0.05, "seed": 366180, "log_rate": 155.0, "duration_min": 0.16,
+             "duration_max": 0.83}  # fmt: skip
+    (record,) = read_in_process(knobs)
+    assert any(line["message"].endswith("(attempt 3)") for line in record.emitted)
+    check_agent(record, numbered=True)

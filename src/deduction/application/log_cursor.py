@@ -319,7 +319,8 @@ def _close_gap(cursor: Cursor, fresh: list[Item], attempt: int) -> tuple[Cursor,
     seq = fresh[first][3]
     assert seq is not None
     hidden = seq - cursor.gap_seq - 1 - first - cursor.gap_read  # unnumbered lines were read
-    if seq <= cursor.gap_seq or attempt != cursor.gap_attempt:  # numbering may have restarted
+    if seq <= cursor.gap_seq or attempt != cursor.gap_attempt or attempt > 0:
+        # the numbering may have restarted: the agent was restarted, maybe inside the gap
         return _closed(cursor), _open_gap(cursor, None)
     return _closed(cursor), _open_gap(cursor, hidden) if hidden > 0 else None
 
