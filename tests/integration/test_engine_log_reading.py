@@ -314,3 +314,16 @@ def test_a_numbered_gap_across_a_restart_has_an_unknown_size() -> None:
     (record,) = read_in_process(knobs)
     assert any(line["message"].endswith("(attempt 3)") for line in record.emitted)
     check_agent(record, numbered=True)
+
+
+def test_a_gap_past_lines_without_a_time_covers_them() -> None:
+    """Pages of 5, numbered lines, one in five stamped with Go's zero time and some repeated
+    exactly: a run of nine zero-time lines (six of them the same line) follows a timed one.
+    The reader moves past the run in steps; the line it cannot tell from a stored copy is
+    inside the recorded gap, which starts at the last time a stored line carried."""
+    knobs = {"page_cap": 5, "since_inclusive": False, "ts_resolution": "us",
+             "zero_time_rate": 0.2, "malformed_rate": 0.05, "extras": True,
+             "collide_rate": 0.5, "duplicate_rate": 0.2, "error_rate": 0.1, "seed": 677837,
+             "log_rate": 292.83, "duration_min": 0.215, "duration_max": 0.683}  # fmt: skip
+    (record,) = read_in_process(knobs)
+    check_agent(record, numbered=True)

@@ -57,6 +57,8 @@ class Cursor:
     gap_start: str | None = None  # an open gap (recorded once reading goes on past it):
     gap_end: str | None = None  # lines stamped from gap_start to before gap_end
     gap_read: int = 0  # broken lines read past the open gap before a numbered one
+    stamped: str | None = None  # the newest time a stored line carried itself (lines
+    # without one are ordered after it, at `ts` when a gap's end moved `ts` past it)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> Cursor:
@@ -72,7 +74,7 @@ class Cursor:
                               ("page", 0), ("capped", False), ("probing", False),
                               ("count", 0), ("after", None), ("stalls", 0), ("gap_seq", None),
                               ("unnumbered", 0), ("gap_attempt", 0), ("gap_start", None),
-                              ("gap_end", None), ("gap_read", 0)):  # fmt: skip
+                              ("gap_end", None), ("gap_read", 0), ("stamped", None)):  # fmt: skip
             if getattr(self, name) != default:
                 out[name] = getattr(self, name)
         return out
@@ -336,9 +338,10 @@ def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
     broken = sum(line is None for _, _, line, _ in fresh[last + 1 :])
     unnumbered = broken if seqs else cursor.unnumbered + broken
     after = cursor.after if cursor.after and newest < stored_ts_of(cursor.after) else None
+    stamped = max(_timed(fresh), default=cursor.stamped)
     return replace(cursor, ts=newest, tail=dict(tail), seq=seqs[-1] if seqs else cursor.seq,
                    after=after, stalls=0, count=cursor.count + len(fresh),
-                   unnumbered=unnumbered)  # fmt: skip
+                   unnumbered=unnumbered, stamped=stamped)  # fmt: skip
 
 
 def _skip(cursor: Cursor, attempt: int) -> Ingested:
@@ -355,7 +358,8 @@ def _skip(cursor: Cursor, attempt: int) -> Ingested:
     moved = replace(cursor, after=after, stalls=0, gap_end=after)
     if cursor.gap_start is not None:
         return Ingested([], 0, None, moved, True, False)
-    moved = replace(moved, gap_start=cursor.ts, gap_attempt=attempt, gap_read=0)
+    start = cursor.stamped or cursor.ts  # lines without a time stored since are in it too
+    moved = replace(moved, gap_start=min(start, cursor.ts), gap_attempt=attempt, gap_read=0)
     if cursor.seq is not None:  # the numbering of the next line read gives the exact size
         moved = replace(moved, gap_seq=cursor.seq + cursor.unnumbered)  # broken ones were read
     return Ingested([], 0, None, moved, True, False)
