@@ -327,3 +327,17 @@ def test_a_gap_past_lines_without_a_time_covers_them() -> None:
              "log_rate": 292.83, "duration_min": 0.215, "duration_max": 0.683}  # fmt: skip
     (record,) = read_in_process(knobs)
     check_agent(record, numbered=True)
+
+
+def test_a_line_without_a_time_after_a_gap_s_end_is_read() -> None:
+    """Pages of 5, lines colliding, one in five sent broken and one in five with Go's zero
+    time: past a gap, two broken lines put the cursor at the gap's end, an instant no line
+    carries; the agent's last line, without a time, then opens every answer. It is new, and
+    is stored (it was lost: taken for a line stored before)."""
+    knobs = {"page_cap": 5, "since_inclusive": False, "ts_resolution": "us",
+             "zero_time_rate": 0.2, "malformed_rate": 0.2, "collide_rate": 0.5,
+             "duplicate_rate": 0.05, "seed": 552002, "log_rate": 40.0,
+             "duration_min": 0.15498711008967792, "duration_max": 0.6602809202405822}  # fmt: skip
+    (record,) = read_in_process(knobs)
+    assert record.emitted[-1]["timestamp"] == ZERO_TIME
+    check_agent(record, numbered=False)

@@ -222,7 +222,7 @@ def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
             fp = fingerprint(line)
         at = previous
         if opening and past_gap and after is not None:
-            if tail[fp] > 0:
+            if tail[fp] > 0 and cursor.ts != after:
                 tail[fp] -= 1  # stored at the cursor's time, before the gap
             else:
                 at = after
@@ -337,7 +337,9 @@ def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
     last = max((i for i, item in enumerate(fresh) if item[3] is not None), default=-1)
     broken = sum(line is None for _, _, line, _ in fresh[last + 1 :])
     unnumbered = broken if seqs else cursor.unnumbered + broken
-    after = cursor.after if cursor.after and newest < stored_ts_of(cursor.after) else None
+    # `ts` at a gap's end is no line's time: lines without one opening an answer are still
+    # placed past the gap, and told from those stored there by the tail
+    after = cursor.after if cursor.after and newest <= stored_ts_of(cursor.after) else None
     stamped = max(_timed(fresh), default=cursor.stamped)
     return replace(cursor, ts=newest, tail=dict(tail), seq=seqs[-1] if seqs else cursor.seq,
                    after=after, stalls=0, count=cursor.count + len(fresh),
