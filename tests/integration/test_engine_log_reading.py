@@ -341,3 +341,18 @@ def test_a_line_without_a_time_after_a_gap_s_end_is_read() -> None:
     (record,) = read_in_process(knobs)
     assert record.emitted[-1]["timestamp"] == ZERO_TIME
     check_agent(record, numbered=False)
+
+
+def test_a_gap_on_a_whole_second_exclusive_engine_covers_the_second_it_ends_at() -> None:
+    """`since` exclusive and cut to whole seconds, pages of 40, a burst and colliding lines:
+    the reader moves past a second it cannot read whole and asks from the next whole second,
+    which such an Engine answers without the lines stamped exactly at it. No read shows
+    whether an Engine cutting to seconds is exclusive, so the gap covers that instant too."""
+    knobs = {"page_cap": 40, "since_inclusive": False, "since_resolution": "s",
+             "ts_resolution": "ms", "collide_rate": 0.2, "duplicate_rate": 0.2,
+             "zero_time_rate": 0.2, "seq_restart": True, "burst": 12, "fail_rate": 0.3,
+             "error_rate": 0.1, "seed": 117997, "log_rate": 228.4747222790693,
+             "duration_min": 0.3485282749961131, "duration_max": 0.7062164293275265}  # fmt: skip
+    (record,) = read_in_process(knobs)
+    assert any(line["timestamp"].endswith(":21.000Z") for line in record.emitted)
+    check_agent(record, numbered=True)

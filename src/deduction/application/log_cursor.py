@@ -357,7 +357,10 @@ def _skip(cursor: Cursor, attempt: int) -> Ingested:
     if cursor.after is not None:
         step = max(step, 2 * (_us(cursor.after) - ts_us))
     after = stored_ts_of(rfc3339_short(parse_time(cursor.ts) + timedelta(microseconds=step)))
-    moved = replace(cursor, after=after, stalls=0, gap_end=after)
+    end = after
+    if cursor.grain > 1:  # the boundary instant itself is lost if the Engine is exclusive,
+        end = stored_ts_of(rfc3339_short(parse_time(after) + ONE_US))  # which no read shows
+    moved = replace(cursor, after=after, stalls=0, gap_end=end)
     if cursor.gap_start is not None:
         return Ingested([], 0, None, moved, True, False)
     start = cursor.stamped or cursor.ts  # lines without a time stored since are in it too
