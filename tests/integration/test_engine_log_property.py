@@ -4,7 +4,7 @@ except where a recorded gap or a skipped-line count says so.
 The worker's own code (TaskMonitor, EngineReports, the real stores) reads a reference Engine on a
 loopback port, with random combinations of its knobs plus 500s and stalls; the Engine's clock is
 moved by the test between polls, so an example takes about a second. The log reader alone is also
-driven in-process, as the worker drives it, over four times as many Engines. The oracle is the
+driven in-process, as the worker drives it, over twice as many Engines. The oracle is the
 Engine's own record of what it emitted, compared raw (not through the reader's normalisation).
 `DEDUCTION_PROPERTY_EXAMPLES` (default 50) sets the number of examples: raise it for a soak run.
 """
@@ -29,7 +29,7 @@ from tests.support.plan import create_task, new_task
 from tests.support.waits import settled
 
 EXAMPLES = int(os.environ.get("DEDUCTION_PROPERTY_EXAMPLES", "50"))
-IN_PROCESS_EXAMPLES = 4 * EXAMPLES
+IN_PROCESS_EXAMPLES = 2 * EXAMPLES
 settings.register_profile(
     "engine-logs",
     max_examples=EXAMPLES,
