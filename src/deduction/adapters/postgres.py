@@ -61,18 +61,31 @@ def event_store_timeouts(statement_timeout: float) -> Timeouts:
     return Timeouts(statement_timeout, EVENT_STORE_LOCK_TIMEOUT, EVENT_STORE_IDLE_IN_TRANSACTION)
 
 
+# TCP keepalives on every connection (libpq; ignored over a Unix socket): a connection held
+# for hours, such as a LISTEN that only waits, finds out within about a minute and a half that
+# the server or the network between went away, instead of waiting for ever on a dead socket.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 6}  # fmt: skip
+
+
 def with_timeouts(database_url: str, timeouts: Timeouts) -> str:
-    """`database_url` as a conninfo whose sessions start with `timeouts` set."""
+    """`database_url` as a conninfo whose sessions start with `timeouts` set, and whose
+    sockets have TCP keepalives on (unless the URL sets them itself)."""
     info = conninfo_to_dict(database_url)
     info["options"] = f"{info.get('options', '')} {timeouts.options()}".strip()
-    return make_conninfo("", **info)
+    return make_conninfo("", **{**KEEPALIVES, **info})
 
 
 def eventsourcing_env(
-    database_url: str, pool_size: int = 5, statement_timeout: float = 30.0
+    database_url: str,
+    pool_size: int = 5,
+    statement_timeout: float = 30.0,
+    max_overflow: int | None = None,
 ) -> dict[str, str]:
     """The eventsourcing library's persistence settings for `database_url`: our recorder
-    (deduction.adapters.event_store) and the event store's timeouts on every connection."""
+    (deduction.adapters.event_store) and the event store's timeouts on every connection.
+    The pool keeps `pool_size` connections and opens at most `max_overflow` (default: as
+    many again) more under load."""
     info = conninfo_to_dict(database_url)
     timeouts = event_store_timeouts(statement_timeout)
     env = {
@@ -83,7 +96,7 @@ def eventsourcing_env(
         "POSTGRES_USER": str(info.get("user", "postgres")),
         "POSTGRES_PASSWORD": str(info.get("password", "")),
         "POSTGRES_POOL_SIZE": str(pool_size),
-        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size if max_overflow is None else max_overflow),
         "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_LOCK_TIMEOUT": str(EVENT_STORE_LOCK_TIMEOUT),
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(EVENT_STORE_IDLE_IN_TRANSACTION),
