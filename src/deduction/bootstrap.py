@@ -11,13 +11,13 @@ from typing import Any, Literal
 
 import structlog
 from eventsourcing.persistence import IntegrityError
-from psycopg_pool import AsyncConnectionPool
 
 from deduction.adapters.audit_chain import ChainWriter
 from deduction.adapters.postgres import (
     PROJECTIONS,
     READS,
     eventsourcing_env,
+    read_pool,
     start_embedded,
     with_timeouts,
 )
@@ -107,9 +107,7 @@ async def open_services(settings: Settings, *, role: Role = "api") -> AsyncItera
     chain = ChainWriter(with_timeouts(url, PROJECTIONS))  # the audit chain (D11)
     if budget.audit_chain:
         await chain.setup()
-    pool = AsyncConnectionPool(with_timeouts(url, READS), min_size=1, max_size=budget.reads,
-                               open=False, kwargs={"autocommit": True},
-                               check=AsyncConnectionPool.check_connection)  # fmt: skip
+    pool = read_pool(with_timeouts(url, READS), budget.reads)
     await pool.open(wait=True, timeout=30)
     executor = ThreadPoolExecutor(settings.command_threads, thread_name_prefix="command")
     polls = ThreadPoolExecutor(settings.poll_threads, thread_name_prefix="poll")

@@ -22,7 +22,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import retry
 from psycopg import sql
 
-from deduction.adapters.postgres import KEEPALIVES
+from deduction.adapters.postgres import KEEPALIVES, SweepingCheck
 from deduction.application.ports import StreamHead
 
 # psycopg's pipeline stops flushing once its last command is queued and then waits to read:
@@ -103,6 +103,11 @@ class EventStoreFactory(PostgresFactory):
             kwargs["options"] = options
         for name, value in KEEPALIVES.items():
             kwargs.setdefault(name, value)
+        pool = self.datastore.pool
+        if pool._check is not None:  # POSTGRES_PRE_PING: a dead one makes us check them all
+            sweep = SweepingCheck()
+            sweep.pool = pool
+            pool._check = sweep
 
 
 # Every event of the given aggregates, and the newest event of each given log stream

@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +75,55 @@ def with_timeouts(database_url: str, timeouts: Timeouts) -> str:
     info = conninfo_to_dict(database_url)
     info["options"] = f"{info.get('options', '')} {timeouts.options()}".strip()
     return make_conninfo("", **{**KEEPALIVES, **info})
+
+
+class SweepingCheck:
+    """A pool's `check` that, finding one idle connection dead, checks every other at once.
+
+    After PostgreSQL restarts, every connection a pool holds is dead. psycopg_pool finds
+    them one request at a time, sleeping with a growing backoff between two failed checks
+    (1 s, 2 s, 4 s...), so the first requests once the server is back would time out. One
+    sweep discards them all and opens fresh ones; the request then waits about a second.
+    """
+
+    def __init__(self) -> None:
+        self.pool: ConnectionPool[Any] | None = None
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None:
+                log.warning("postgres.pool_swept", reason="a pooled connection was dead")
+                self.pool.check()
+            raise
+
+
+class AsyncSweepingCheck:
+    """SweepingCheck for an asyncio pool."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None:
+                log.warning("postgres.pool_swept", reason="a pooled connection was dead")
+                await self.pool.check()
+            raise
+
+
+def read_pool(conninfo: str, max_size: int) -> AsyncConnectionPool[Any]:
+    """The async read pool (not open yet): autocommit, each connection checked before use."""
+    check = AsyncSweepingCheck()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
+        check=check,
+    )  # fmt: skip
+    check.pool = pool
+    return pool
 
 
 def eventsourcing_env(
