@@ -21,6 +21,7 @@ BENCHMARKS = (
     "mixed_load",
     "audit_trail",
     "stream_fanout",
+    "worker_rss",
 )
 
 

@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import structlog
-from psycopg_pool import AsyncConnectionPool
+from eventsourcing.persistence import IntegrityError
 
 from deduction.adapters.audit_chain import ChainWriter
 from deduction.adapters.postgres import (
     PROJECTIONS,
     READS,
     eventsourcing_env,
+    read_pool,
     start_embedded,
     with_timeouts,
 )
@@ -23,7 +25,7 @@ from deduction.application.ports import Dispatcher, NoDispatcher
 from deduction.application.service import DeductionApp
 from deduction.application.services import Services
 from deduction.config import Settings, data_path
-from deduction.projections.runner import ProjectionRunner
+from deduction.projections.runner import ProjectionRunner, all_projections
 
 log = structlog.get_logger(__name__)
 
@@ -35,32 +37,83 @@ def resolve_database_url(settings: Settings) -> str:
     return start_embedded(data_path(settings))
 
 
+def open_app(env: dict[str, str], attempts: int = 3) -> DeductionApp:
+    """The application, creating the event store's tables if need be. Processes starting
+    together on a fresh database race to create them (CREATE TABLE IF NOT EXISTS is not safe
+    against a concurrent one): the loser finds them made when it tries again."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return DeductionApp(env=env)
+        except IntegrityError:
+            if attempt == attempts:
+                raise
+            log.info("postgres.tables_created_meanwhile", attempt=attempt)
+    raise AssertionError("unreachable")
+
+
+Role = Literal["api", "worker"]
+READ_POOL = {"api": 10, "worker": 2}  # most connections of the async read pool, by role
+
+
+@dataclass(frozen=True)
+class ConnectionBudget:
+    """The most PostgreSQL connections one process holds, by use (docs/pools-and-timeouts.md);
+    start-up opens one more for a moment, to create the tables."""
+
+    event_store: int  # one per command or poll thread: the library's pool, no overflow
+    reads: int  # the async read pool (API reads; the worker's sweep and log retention)
+    projections: int  # a connection per projection and a LISTEN (the API and the projector)
+    audit_chain: int  # the chain writer's connection (the API and the projector)
+    streams: int  # the stream hub's LISTEN (the API)
+
+    @property
+    def total(self) -> int:
+        return self.event_store + self.reads + self.projections + self.audit_chain + self.streams
+
+    def fields(self) -> dict[str, int]:
+        return {**{f: getattr(self, f) for f in self.__dataclass_fields__}, "total": self.total}
+
+
+def connection_budget(settings: Settings, role: str) -> ConnectionBudget:
+    """What a process of this role opens: `api` (`deduction serve`, with the worker in it
+    when no REDIS_URL is set), `worker` (`deduction worker`) or `projector`."""
+    projections = len(all_projections()) + 1
+    if role == "projector":
+        return ConnectionBudget(0, 0, projections, 1, 0)
+    if role == "worker":
+        return ConnectionBudget(settings.poll_threads, READ_POOL["worker"], 0, 0, 0)
+    threads = settings.command_threads + (0 if settings.redis_url else settings.poll_threads)
+    return ConnectionBudget(threads, READ_POOL["api"], projections, 1, 1)
+
+
 @contextlib.asynccontextmanager
-async def open_services(
-    settings: Settings, *, run_projections: bool = True
-) -> AsyncIterator[Services]:
+async def open_services(settings: Settings, *, role: Role = "api") -> AsyncIterator[Services]:
     """Start everything a process needs; stop it in reverse order.
 
     Two thread pools (docs/pools-and-timeouts.md): COMMAND_THREADS for API commands and
     POLL_THREADS for the worker, so a command never queues behind poll saves; the event
-    store's connection pool has a connection for each of their threads.
+    store's connection pool has a connection for each thread that may use it. The API
+    runs the projections; a worker runs none (its reads wait on no read table), so adding
+    workers adds only their event store and read connections.
     """
     url = await asyncio.to_thread(resolve_database_url, settings)
-    threads = settings.command_threads + settings.poll_threads
-    env = eventsourcing_env(url, pool_size=threads, statement_timeout=settings.db_statement_timeout)
-    app = await asyncio.to_thread(DeductionApp, env=env)
+    budget = connection_budget(settings, role)
+    log.info("postgres.connection_budget", role=role, **budget.fields())
+    env = eventsourcing_env(url, pool_size=budget.event_store, max_overflow=0,
+                            statement_timeout=settings.db_statement_timeout)  # fmt: skip
+    app = await asyncio.to_thread(open_app, env)
     runner = ProjectionRunner(with_timeouts(url, PROJECTIONS))
-    await runner.setup()
+    await runner.setup()  # the read tables exist before anything reads them
     chain = ChainWriter(with_timeouts(url, PROJECTIONS))  # the audit chain (D11)
-    await chain.setup()
-    pool = AsyncConnectionPool(with_timeouts(url, READS), min_size=1, max_size=10, open=False,
-                               kwargs={"autocommit": True})  # fmt: skip
+    if budget.audit_chain:
+        await chain.setup()
+    pool = read_pool(with_timeouts(url, READS), budget.reads)
     await pool.open(wait=True, timeout=30)
     executor = ThreadPoolExecutor(settings.command_threads, thread_name_prefix="command")
     polls = ThreadPoolExecutor(settings.poll_threads, thread_name_prefix="poll")
     stop = asyncio.Event()
-    runner_task = asyncio.create_task(runner.run(stop)) if run_projections else None
-    chain_task = asyncio.create_task(chain.run(stop)) if run_projections else None
+    runner_task = asyncio.create_task(runner.run(stop)) if budget.projections else None
+    chain_task = asyncio.create_task(chain.run(stop)) if budget.audit_chain else None
     services = Services(settings, url, app, runner, pool, executor, polls)
     try:
         yield services
@@ -73,6 +126,21 @@ async def open_services(
         executor.shutdown(wait=True)
         polls.shutdown(wait=True)
         app.close()
+
+
+async def run_projector(settings: Settings, stop: asyncio.Event) -> None:
+    """`deduction projector`: the projections and the audit chain alone, until `stop`."""
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    log.info("postgres.connection_budget", role="projector",
+             **connection_budget(settings, "projector").fields())  # fmt: skip
+    # The event store's table first (the projections read it), over one short connection.
+    await asyncio.to_thread(lambda: open_app(eventsourcing_env(url, 1, 0)).close())
+    runner = ProjectionRunner(with_timeouts(url, PROJECTIONS))
+    await runner.setup()
+    chain = ChainWriter(with_timeouts(url, PROJECTIONS))
+    await chain.setup()
+    log.info("projector.started", projections=[p.name for p in runner.projections])
+    await asyncio.gather(runner.run(stop), chain.run(stop))
 
 
 # -- the worker and the Engine ---------------------------------------------------------------
@@ -140,7 +208,8 @@ async def open_arq_worker(
     settings: Settings, enqueue: Callable[..., Any]
 ) -> AsyncIterator[dict[str, Any]]:
     """What an arq worker process opens at start-up: the services and the jobs' ctx."""
-    async with open_services(settings) as services, open_worker_context(services, enqueue) as ctx:
+    async with open_services(settings, role="worker") as services, \
+            open_worker_context(services, enqueue) as ctx:  # fmt: skip
         yield ctx
 
 

@@ -1,4 +1,4 @@
-"""The `deduction` command: serve, worker, engine, projections, db."""
+"""The `deduction` command: serve, worker, projector, engine, projections, db."""
 
 from __future__ import annotations
 
@@ -165,6 +165,17 @@ async def _engine(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _projector(settings: Settings) -> int:
+    from deduction.bootstrap import run_projector
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_projector(settings, stop)
+    return 0
+
+
 def _worker(settings: Settings) -> int:
     from arq.worker import run_worker
 
@@ -261,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--with-engine", action="store_true",
                        help="also run the reference Engine on ENGINE_URL's port")  # fmt: skip
     sub.add_parser("worker", help="run an arq worker (needs REDIS_URL)")
+    sub.add_parser("projector", help="keep the read tables up to date (as `serve` also does)")
     _add_engine_parser(sub)
     proj = sub.add_parser("projections", help="inspect or rebuild the read tables")
     proj_sub = proj.add_subparsers(dest="action", required=True)
@@ -330,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "serve":
         coro = _serve(settings, args.demo, args.with_engine)
+    elif args.command == "projector":
+        coro = _projector(settings)
     elif args.command == "engine":
         coro = _engine(args)
     elif args.command == "projections" and args.action == "status":

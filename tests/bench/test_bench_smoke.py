@@ -68,3 +68,7 @@ def test_audit_trail(tmp_path: Path) -> None:
 
 def test_stream_fanout(tmp_path: Path) -> None:
     check("stream_fanout", tmp_path)
+
+
+def test_worker_rss(tmp_path: Path) -> None:
+    check("worker_rss", tmp_path)

@@ -15,9 +15,9 @@ from tests.support.plan import plan_task
 
 @pytest.fixture
 async def services(db_url: str) -> AsyncIterator[Services]:
-    """Services whose projections do not run, so the read tables never catch up."""
+    """Services whose projections do not run (a worker's), so the read tables never catch up."""
     settings = settings_for(db_url, read_your_writes_timeout=2.0)  # the save fits; the tables never
-    async with open_services(settings, run_projections=False) as s:
+    async with open_services(settings, role="worker") as s:
         yield s
 
 

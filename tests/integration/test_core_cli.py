@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
+import psycopg
 from psycopg import AsyncConnection
 
 from deduction.application.service import DeductionApp
+from deduction.projections.runner import head_position, positions
 from tests.support.snapshots import catch_up, make_history, snapshot
+from tests.support.waits import wait_until
 
 
 def deduction(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -57,3 +62,38 @@ def test_cli_rejects_an_unknown_projection_and_bad_settings(db_url: str, app: De
         check=False,
     )
     assert bad.returncode == 2 and "LOG_BATCH_SIZE" in bad.stderr
+
+
+def start_projector(db_url: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "DATABASE_URL": db_url, "LOG_LEVEL": "INFO"}
+    return subprocess.Popen([sys.executable, "-m", "deduction", "projector"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+async def test_the_projector_keeps_the_read_tables_and_stops_on_sigterm(
+    app: DeductionApp, db_url: str
+) -> None:
+    """`deduction projector` alone brings the read tables to the events (equal to a rebuild),
+    states its connection budget, and exits cleanly on SIGTERM."""
+    make_history(app, tasks=2)
+    proc = start_projector(db_url)
+    try:
+        async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+
+            async def caught_up() -> bool:
+                assert proc.poll() is None
+                with contextlib.suppress(psycopg.errors.UndefinedTable):
+                    head = await head_position(conn)
+                    return min((await positions(conn)).values(), default=0) >= head
+                return False
+
+            await wait_until(caught_up, timeout=60, interval=0.2)
+            projected = await snapshot(conn)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, output
+    assert "postgres.connection_budget" in output and "projector.started" in output
+    assert deduction(db_url, "projections", "rebuild").returncode == 0
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        assert await snapshot(conn) == projected

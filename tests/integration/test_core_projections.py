@@ -144,3 +144,33 @@ async def test_log_lines_with_control_characters_round_trip(app: DeductionApp, d
             ("ERROR", 40, "a\tb\nc\\d\re 红队", "net\tmod", {"k": "vw", "tab": "\t"}),
             ("TRACE", 20, "nulhere", None, None),
         ]
+
+
+async def test_a_page_holds_about_max_bytes_of_events_and_the_runner_goes_on_at_once(
+    app: DeductionApp, db_url: str
+) -> None:
+    """A page stops at the event that crosses `max_bytes` of stored state (the first one is
+    always read); the next page carries on, and paging by bytes ends in the same tables as
+    paging by count."""
+    make_history(app, tasks=2)
+    runner = ProjectionRunner(db_url, page_bytes=1)  # every page: one event
+    await runner.setup()
+    logs = LogProjection()
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT notification_id, octet_length(state) FROM deduction_events"
+            " WHERE topic = ANY(%s) ORDER BY notification_id",
+            [list(logs.topics())],
+        )
+        sizes = await cur.fetchall()
+        two = sizes[0][1] + 1  # crossed by the second event
+        first = await run_page(conn, logs, 1000, max_bytes=two)
+        second = await run_page(conn, logs, 1000, max_bytes=1)
+        assert (first.applied, first.position, first.full) == (2, sizes[1][0], True)
+        assert (second.applied, second.position, second.full) == (1, sizes[2][0], True)
+        await runner.catch_up(conn)  # one event a page, each full: it goes on at once
+        assert (await positions(conn))["logs"] >= sizes[-1][0]
+        by_bytes = await snapshot(conn)
+    await rebuild(db_url)
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        assert await snapshot(conn) == by_bytes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -252,3 +253,31 @@ async def test_an_update_reaches_the_engine_with_the_merged_params(services: Ser
         agent = live.engine.sim.agents[services.app.get_execution(red).engine_agent_id]
         assert agent.params == {"attack_strategy": "stealth", "target": "192.168.1.100"}
         assert any("params updated" in line[2] for line in agent.lines)
+
+
+async def test_one_poll_reads_a_bounded_number_of_log_bytes_and_the_next_goes_on(
+    services: Services,
+) -> None:
+    """Once a poll has read its budget of Engine log answers (all agents together), no agent
+    is asked again in that poll (the reads already under way finish: one answer per agent);
+    the next polls carry on from the cursors and every emitted line arrives once."""
+    knobs = {"page_cap": 20, "log_rate": 400.0, "collide_rate": 0.0, "duration_min": 0.5,
+             "duration_max": 0.5}  # fmt: skip
+    async with live_engine(**knobs) as live, monitor_for(services, live.url) as monitor:
+        monitor.reports.max_log_bytes = 1  # every poll: one answer in all
+        task_id = await services.run_sync(create_task, services.app)
+        await monitor.submit_task(task_id)
+        reads_per_poll = []
+        for _ in range(600):
+            before = live.engine.stats["logs"]
+            outcome = await monitor.poll_task(task_id)
+            reads_per_poll.append(live.engine.stats["logs"] - before)
+            _, _, cursors = await monitor._run(monitor.reports.load, task_id)
+            ended = outcome is not None and outcome.status == "completed"
+            if ended and all(c.drained for _, c in cursors.values()):
+                break
+            await asyncio.sleep(0.01)
+        lines = await _assert_logs_complete(services, live, task_id)
+    assert lines >= 2 * 150
+    assert max(reads_per_poll) <= 2, reads_per_poll  # two agents, one answer each
+    assert len(reads_per_poll) > lines // (2 * 20)  # at most a page of 20 lines per agent

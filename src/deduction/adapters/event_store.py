@@ -22,6 +22,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.utils import retry
 from psycopg import sql
 
+from deduction.adapters.postgres import KEEPALIVES, SweepingCheck
 from deduction.application.ports import StreamHead
 
 # psycopg's pipeline stops flushing once its last command is queued and then waits to read:
@@ -87,18 +88,26 @@ def write_size(stored_events: Sequence[StoredEvent]) -> int:
 
 
 class EventStoreFactory(PostgresFactory):
-    """PostgresFactory with our recorder, and every connection opened with its timeouts."""
+    """PostgresFactory with our recorder, and every connection opened with its timeouts and
+    TCP keepalives."""
 
     POSTGRES_SESSION_OPTIONS = "POSTGRES_SESSION_OPTIONS"
     application_recorder_class = EventStoreRecorder
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
+        kwargs = self.datastore.pool.kwargs
+        assert isinstance(kwargs, dict)  # the library's pool takes a plain dict here
         options = self.env.get(self.POSTGRES_SESSION_OPTIONS)
         if options:  # libpq `options`: applied by the server when the session starts
-            kwargs = self.datastore.pool.kwargs
-            assert isinstance(kwargs, dict)  # the library's pool takes a plain dict here
             kwargs["options"] = options
+        for name, value in KEEPALIVES.items():
+            kwargs.setdefault(name, value)
+        pool = self.datastore.pool
+        if pool._check is not None:  # POSTGRES_PRE_PING: a dead one makes us check them all
+            sweep = SweepingCheck()
+            sweep.pool = pool
+            pool._check = sweep
 
 
 # Every event of the given aggregates, and the newest event of each given log stream

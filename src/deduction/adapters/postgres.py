@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import psycopg
 import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 log = structlog.get_logger(__name__)
 
@@ -61,18 +62,80 @@ def event_store_timeouts(statement_timeout: float) -> Timeouts:
     return Timeouts(statement_timeout, EVENT_STORE_LOCK_TIMEOUT, EVENT_STORE_IDLE_IN_TRANSACTION)
 
 
+# TCP keepalives on every connection (libpq; ignored over a Unix socket): a connection held
+# for hours, such as a LISTEN that only waits, finds out within about a minute and a half that
+# the server or the network between went away, instead of waiting for ever on a dead socket.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 6}  # fmt: skip
+
+
 def with_timeouts(database_url: str, timeouts: Timeouts) -> str:
-    """`database_url` as a conninfo whose sessions start with `timeouts` set."""
+    """`database_url` as a conninfo whose sessions start with `timeouts` set, and whose
+    sockets have TCP keepalives on (unless the URL sets them itself)."""
     info = conninfo_to_dict(database_url)
     info["options"] = f"{info.get('options', '')} {timeouts.options()}".strip()
-    return make_conninfo("", **info)
+    return make_conninfo("", **{**KEEPALIVES, **info})
+
+
+class SweepingCheck:
+    """A pool's `check` that, finding one idle connection dead, checks every other at once.
+
+    After PostgreSQL restarts, every connection a pool holds is dead. psycopg_pool finds
+    them one request at a time, sleeping with a growing backoff between two failed checks
+    (1 s, 2 s, 4 s...), so the first requests once the server is back would time out. One
+    sweep discards them all and opens fresh ones; the request then waits about a second.
+    """
+
+    def __init__(self) -> None:
+        self.pool: ConnectionPool[Any] | None = None
+
+    def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        try:
+            ConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None:
+                log.warning("postgres.pool_swept", reason="a pooled connection was dead")
+                self.pool.check()
+            raise
+
+
+class AsyncSweepingCheck:
+    """SweepingCheck for an asyncio pool."""
+
+    def __init__(self) -> None:
+        self.pool: AsyncConnectionPool[Any] | None = None
+
+    async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except Exception:
+            if self.pool is not None:
+                log.warning("postgres.pool_swept", reason="a pooled connection was dead")
+                await self.pool.check()
+            raise
+
+
+def read_pool(conninfo: str, max_size: int) -> AsyncConnectionPool[Any]:
+    """The async read pool (not open yet): autocommit, each connection checked before use."""
+    check = AsyncSweepingCheck()
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        conninfo, min_size=1, max_size=max_size, open=False, kwargs={"autocommit": True},
+        check=check,
+    )  # fmt: skip
+    check.pool = pool
+    return pool
 
 
 def eventsourcing_env(
-    database_url: str, pool_size: int = 5, statement_timeout: float = 30.0
+    database_url: str,
+    pool_size: int = 5,
+    statement_timeout: float = 30.0,
+    max_overflow: int | None = None,
 ) -> dict[str, str]:
     """The eventsourcing library's persistence settings for `database_url`: our recorder
-    (deduction.adapters.event_store) and the event store's timeouts on every connection."""
+    (deduction.adapters.event_store) and the event store's timeouts on every connection.
+    The pool keeps `pool_size` connections and opens at most `max_overflow` (default: as
+    many again) more under load."""
     info = conninfo_to_dict(database_url)
     timeouts = event_store_timeouts(statement_timeout)
     env = {
@@ -83,7 +146,7 @@ def eventsourcing_env(
         "POSTGRES_USER": str(info.get("user", "postgres")),
         "POSTGRES_PASSWORD": str(info.get("password", "")),
         "POSTGRES_POOL_SIZE": str(pool_size),
-        "POSTGRES_MAX_OVERFLOW": str(pool_size),
+        "POSTGRES_MAX_OVERFLOW": str(pool_size if max_overflow is None else max_overflow),
         "POSTGRES_CONNECT_TIMEOUT": "3",
         "POSTGRES_LOCK_TIMEOUT": str(EVENT_STORE_LOCK_TIMEOUT),
         "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(EVENT_STORE_IDLE_IN_TRANSACTION),

@@ -100,7 +100,7 @@ class TaskMonitor:
             if not plan.ended:
                 await self._restart_due(plan, matched, report)
         report.restart_supported = self.engine.restart_supported
-        report.logs = await self._fetch_logs(plan, engine_ids, report)
+        report.logs = await self._fetch_logs(plan, engine_ids, report, [self.reports.max_log_bytes])
         outcome: Outcome = await self._run(self.reports.record_poll, report)
         log.debug("task.polled", task_id=task_id, status=outcome.status, lines=outcome.lines)
         if not plan.ended and outcome.status in ("completed", "failed", "stopped"):
@@ -131,17 +131,24 @@ class TaskMonitor:
                 log.info("agent.restarted", execution_id=ex.execution_id, attempt=ex.retry_count)
 
     async def _fetch_logs(
-        self, plan: PollPlan, engine_ids: dict[int, str | None], report: PollReport
+        self,
+        plan: PollPlan,
+        engine_ids: dict[int, str | None],
+        report: PollReport,
+        bytes_left: list[int],
     ) -> dict[int, LogRead]:
-        """Logs of every paired agent not drained yet; a failed read is retried next poll."""
+        """Logs of every paired agent not drained yet; a failed read is retried next poll.
+        `bytes_left` (shared by the agents' reads) bounds the bytes of Engine answers one poll
+        reads: once spent, no agent asks again, and the next poll carries on from the cursors."""
         wanted = [ex for ex in plan.executions if engine_ids[ex.execution_id] and not ex.drained]
         results = await asyncio.gather(
-            *(self._logs_of(ex, str(engine_ids[ex.execution_id]), report) for ex in wanted)
-        )
+            *(self._logs_of(ex, str(engine_ids[ex.execution_id]), report, bytes_left)
+              for ex in wanted)
+        )  # fmt: skip
         return {ex.execution_id: got for ex, got in zip(wanted, results) if got is not None}
 
     async def _logs_of(
-        self, ex: ExecutionPlan, engine_agent_id: str, report: PollReport
+        self, ex: ExecutionPlan, engine_agent_id: str, report: PollReport, bytes_left: list[int]
     ) -> LogRead | None:
         """Read while reads bring something new, within a budget of calls and lines."""
         cursor = ex.cursor if ex.engine_agent_id == engine_agent_id else Cursor()
@@ -151,6 +158,10 @@ class TaskMonitor:
         attempt = 2 * ex.retry_count + restarted  # moves at each failure and each restart
         async with self._log_slots:
             for _ in range(MAX_LOG_CALLS):
+                if bytes_left[0] <= 0:
+                    log.debug("agent.logs_deferred", execution_id=ex.execution_id,
+                              reason="the poll's log byte budget is spent")  # fmt: skip
+                    break
                 since = got.cursor.since()
                 try:
                     page = await self.engine.agent_logs(engine_agent_id, since, budget)
@@ -163,6 +174,7 @@ class TaskMonitor:
                 except EngineError as e:
                     log.warning("agent.logs_failed", execution_id=ex.execution_id, error=str(e))
                     break
+                bytes_left[0] -= page.size
                 step = ingest(got.cursor, page, budget - len(got.lines), since, ex.ended, attempt)
                 got.cursor, got.complete = step.cursor, step.complete
                 got.lines += step.lines

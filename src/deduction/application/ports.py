@@ -170,6 +170,7 @@ class EngineLogPage:
     could not be."""
 
     entries: list[EngineLogLine | bytes]
+    size: int = 0  # bytes of the answer as it came over the wire
 
 
 class EngineError(Exception):

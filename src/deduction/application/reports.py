@@ -93,12 +93,14 @@ class EngineReports:
         log_batch_size: int,
         max_lines_per_poll: int = 20_000,
         *,
+        max_log_bytes_per_poll: int = 16 * 1024 * 1024,
         streams: EventStreams | None = None,
         run_missing_grace: float = 60.0,
     ) -> None:
         self.app, self.engine_url = app, engine_url
         self.deadline, self.batch_size = unreachable_deadline, log_batch_size
-        self.max_lines = max_lines_per_poll
+        self.max_lines = max_lines_per_poll  # per agent
+        self.max_log_bytes = max_log_bytes_per_poll  # Engine log answers, all agents together
         self.missing_grace = run_missing_grace
         self.streams: EventStreams = streams or RepositoryStreams(app)
         self._execution_ids: dict[int, list[int]] = {}

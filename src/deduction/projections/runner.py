@@ -74,12 +74,18 @@ async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[P
             )
 
 
+PAGE_BYTES = 8 * 1024 * 1024
+"""Most stored event bytes one page reads (always at least one event): a page of large events
+(log batches of long lines) is cut short rather than held whole in memory."""
+
+
 @dataclass(frozen=True)
 class Page:
     applied: int  # events applied by this call
     position: int  # the projection's recorded position afterwards
     checked: int  # every event up to here is applied or not for this projection
     announced: bool = False  # its position was already NOTIFYed on READ_MODELS_CHANNEL
+    full: bool = False  # cut at the page size or the byte budget: more may follow at once
 
 
 async def run_page(
@@ -88,6 +94,7 @@ async def run_page(
     page_size: int,
     *,
     record_empty: bool = True,
+    max_bytes: int = PAGE_BYTES,
 ) -> Page:
     """Apply the next page of `projection`'s events and move its position, in one transaction.
 
@@ -104,7 +111,7 @@ async def run_page(
     if head <= position:
         return Page(0, position, position)
     topics = projection.topics()
-    stored = await _matching(conn, topics, position, head, page_size)
+    stored, full = await _matching(conn, topics, position, head, page_size, max_bytes)
     if not stored:
         if not record_empty:
             return Page(0, position, head)
@@ -119,13 +126,16 @@ async def run_page(
         )
         return Page(0, head, head) if cur.rowcount else Page(0, position, position)
     try:
-        return await _apply_in_transaction(conn, projection, position, head, stored, page_size)
+        return await _apply_in_transaction(
+            conn, projection, position, head, (stored, full), (page_size, max_bytes)
+        )
     except dead_letters.TRANSIENT:
         raise
     except Exception:  # noqa: BLE001 - nothing was kept: find the event at fault, apply the others
         return await _apply_in_transaction(
-            conn, projection, position, head, stored, page_size, one_by_one=True
-        )
+            conn, projection, position, head, (stored, full), (page_size, max_bytes),
+            one_by_one=True,
+        )  # fmt: skip
 
 
 async def _apply_in_transaction(
@@ -133,8 +143,8 @@ async def _apply_in_transaction(
     projection: Projection,
     position: int,
     head: int,
-    stored: list[tuple[Any, ...]],
-    page_size: int,
+    page: tuple[list[tuple[Any, ...]], bool],
+    bounds: tuple[int, int],
     *,
     one_by_one: bool = False,
 ) -> Page:
@@ -145,11 +155,12 @@ async def _apply_in_transaction(
     trips); when it fails, the transaction is rolled back and the caller comes back with
     `one_by_one`, which applies each event in a savepoint and parks those that fail alone."""
     topics = projection.topics()
+    (stored, full), (page_size, max_bytes) = page, bounds
     async with conn.transaction():
         locked, _ = await _position_and_head(conn, projection.name, lock=True)
         if locked != position:  # another runner applied pages meanwhile: read again
             position = locked
-            stored = await _matching(conn, topics, position, head, page_size)
+            stored, full = await _matching(conn, topics, position, head, page_size, max_bytes)
         if not stored:
             applied = 0
         elif one_by_one:
@@ -159,7 +170,7 @@ async def _apply_in_transaction(
             applied = len(stored)
         # Inserts are serialised by the event store's table lock, so every id up to the
         # visible maximum is committed: a position may safely jump to it.
-        new_position = stored[-1][0] if len(stored) == page_size else max(head, position)
+        new_position = stored[-1][0] if full else max(head, position)
         await conn.execute(  # the NOTIFY is delivered at COMMIT, with the rows it announces
             "WITH moved AS (UPDATE projection_tracking SET position = %s, updated_at = now()"
             " WHERE name = %s RETURNING name, position)"
@@ -167,20 +178,35 @@ async def _apply_in_transaction(
             [new_position, projection.name, READ_MODELS_CHANNEL],
             prepare=True,
         )
-        return Page(applied, new_position, new_position, announced=True)
+        return Page(applied, new_position, new_position, announced=True, full=full)
 
 
 async def _matching(
-    conn: AsyncConnection[Any], topics: dict[str, str], after: int, upto: int, limit: int
-) -> list[tuple[Any, ...]]:
+    conn: AsyncConnection[Any],
+    topics: dict[str, str],
+    after: int,
+    upto: int,
+    limit: int,
+    max_bytes: int,
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """The next events of these topics, at most `limit` and about `max_bytes` of stored state
+    (the event that crosses the budget is the last; the first is always read); and whether
+    the page was cut, so more may follow at once. Sizes come from the rows' headers
+    (octet_length does not read a stored value), so the events past the cut are not read."""
     cur = await conn.execute(
-        f"SELECT notification_id, originator_id, originator_version, topic, state"
+        "SELECT notification_id, originator_id, originator_version, topic, state, running"
+        " FROM (SELECT notification_id, originator_id, originator_version, topic, state,"
+        " octet_length(state) AS size,"
+        " sum(octet_length(state)) OVER (ORDER BY notification_id) AS running"
         f" FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s"
-        " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s",
-        [after, upto, list(topics), limit],
+        " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s) AS page"
+        " WHERE running - size < %s ORDER BY notification_id",
+        [after, upto, list(topics), limit, max_bytes],
         prepare=True,
     )
-    return await cur.fetchall()
+    rows = await cur.fetchall()
+    cut = bool(rows) and rows[-1][5] >= max_bytes
+    return rows, len(rows) == limit or cut
 
 
 async def _position_and_head(
@@ -228,11 +254,12 @@ class ProjectionRunner:
         projections: Sequence[Projection] | None = None,
         page_size: int = 1000,
         idle_recheck: float = 1.0,
+        page_bytes: int = PAGE_BYTES,
     ) -> None:
         self._url = database_url
         self.projections = list(projections or all_projections())
         self._topics = {p.name: frozenset(p.topics()) for p in self.projections}
-        self._page_size = page_size
+        self._page_size, self._page_bytes = page_size, page_bytes
         self._idle_recheck = idle_recheck
         self._wakes: dict[str, asyncio.Event] = {}
         self._recorded_at: dict[str, float] = {}
@@ -264,7 +291,8 @@ class ProjectionRunner:
             # wait on `checked`, so projections without matching events cost no writes.
             now = time.monotonic()
             record_empty = now - self._recorded_at.get(name, 0.0) >= self._idle_recheck
-            page = await run_page(conn, projection, self._page_size, record_empty=record_empty)
+            page = await run_page(conn, projection, self._page_size, record_empty=record_empty,
+                                  max_bytes=self._page_bytes)  # fmt: skip
             if page.applied or record_empty:
                 self._recorded_at[name] = now
             applied += page.applied
@@ -277,7 +305,7 @@ class ProjectionRunner:
                         "SELECT pg_notify(%s, %s)", [READ_MODELS_CHANNEL, f"{name}:{page.checked}"],
                         prepare=True,
                     )  # fmt: skip
-            if page.applied < self._page_size:
+            if not page.full:
                 return applied
 
     async def run(self, stop: asyncio.Event) -> None:

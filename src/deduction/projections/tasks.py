@@ -177,6 +177,17 @@ class OpenTaskRow(NamedTuple):
     recently_ended: bool
 
 
+COUNT_CAP = 10_000
+"""The task list counts at most this many matching tasks per request (more: a lower bound)."""
+
+
+class TaskPageRows(NamedTuple):
+    total: int  # matching tasks, counted up to COUNT_CAP
+    total_is_lower_bound: bool  # more than COUNT_CAP match: `total` is COUNT_CAP
+    rows: list[Row]
+    next_cursor: int | None  # the last row's id when older matching tasks follow
+
+
 class TaskView(Protocol):
     """The queries the API and the worker make of deduction_task."""
 
@@ -184,7 +195,9 @@ class TaskView(Protocol):
 
     async def exists(self, task_id: int) -> bool: ...
 
-    async def page(self, page: int, size: int, status: str | None) -> tuple[int, list[Row]]: ...
+    async def page(
+        self, page: int, size: int, status: str | None, after_id: int | None = None
+    ) -> TaskPageRows: ...
 
     async def detail_json(self, task_id: int) -> bytes | None: ...
 
@@ -231,18 +244,34 @@ class PostgresTaskView:
         async with self._pool.connection() as conn:
             return bool(await fetch_scalar(conn, _EXISTS, [task_id]))
 
-    async def page(self, page: int, size: int, status: str | None) -> tuple[int, list[Row]]:
-        """Newest first: ids are allocated in creation order, so `id DESC` is the stable order."""
-        where = sql.SQL("WHERE status = %(status)s") if status else sql.SQL("")
-        params = {"status": status, "limit": size, "offset": (page - 1) * size}
-        count = sql.SQL("SELECT count(*) FROM deduction_task {}").format(where)
+    async def page(
+        self, page: int, size: int, status: str | None, after_id: int | None = None
+    ) -> TaskPageRows:
+        """Newest first: ids are allocated in creation order, so `id DESC` is the stable order.
+        `after_id` starts below that id (keyset: as cheap on the millionth task as the first);
+        the count stops at COUNT_CAP, so a page view never counts a whole large table."""
+        offset = (page - 1) * size  # bounded: the API numbers at most 100 pages
+        conditions = [sql.SQL("status = %(status)s")] if status else []
+        counted = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+        if after_id is not None:
+            conditions.append(sql.SQL("id < %(after_id)s"))
+        where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+        params = {"status": status, "after_id": after_id, "limit": size + 1, "offset": offset,
+                  "cap": COUNT_CAP + 1}  # fmt: skip
+        count = sql.SQL(
+            "SELECT count(*) FROM (SELECT 1 FROM deduction_task WHERE {} LIMIT %(cap)s) AS t"
+        ).format(counted)
         query = sql.SQL(
-            "SELECT {} FROM deduction_task {} ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s"
+            "SELECT {} FROM deduction_task WHERE {} ORDER BY id DESC"
+            " LIMIT %(limit)s OFFSET %(offset)s"
         ).format(_COLUMNS, where)
         async with self._pool.connection() as conn:
-            total = await fetch_scalar(conn, count, params)
+            total = int(await fetch_scalar(conn, count, params))
             rows = await fetch_all(conn, query, params)
-        return int(total), rows
+        more = len(rows) > size
+        rows = rows[:size]
+        next_cursor = int(rows[-1]["id"]) if more and rows else None
+        return TaskPageRows(min(total, COUNT_CAP), total > COUNT_CAP, rows, next_cursor)
 
     async def detail_json(self, task_id: int) -> bytes | None:
         """The whole detail response, rendered by PostgreSQL in one round trip (the hot read).

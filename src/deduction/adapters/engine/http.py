@@ -89,7 +89,7 @@ class HttpEngine:
                 entries.append(self._line.decode(item))
             except msgspec.DecodeError:
                 entries.append(bytes(item))
-        return EngineLogPage(entries)
+        return EngineLogPage(entries, len(raw))
 
     async def update(self, engine_task_id: str, payload: dict[str, Any]) -> None:
         await self._call("PUT", f"/engine/task/{_seg(engine_task_id)}/update", body=payload)

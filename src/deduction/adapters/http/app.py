@@ -30,6 +30,7 @@ from deduction.adapters.http.responses import ProbeResponse
 from deduction.adapters.http.stream_hub import StreamHub
 from deduction.adapters.http.streams import StreamController, task_socket
 from deduction.adapters.http.tasks import TaskController
+from deduction.adapters.postgres import READS, with_timeouts
 from deduction.application.services import Services
 from deduction.config import Settings
 from deduction.projections.changes import PostgresChangeView
@@ -146,7 +147,8 @@ def _litestar(state: State, max_body_bytes: int, hub: StreamHub | None = None) -
 
 def create_app(services: Services) -> Litestar:
     settings = services.settings
-    hub = StreamHub(services.database_url, PostgresChangeView(services.pool),
+    listen_url = with_timeouts(services.database_url, READS)  # keepalives, statement bound
+    hub = StreamHub(listen_url, PostgresChangeView(services.pool),
                     settings.stream_max_subscribers, settings.stream_queue_size)  # fmt: skip
     state = State({"services": services, "reads": ReadViews.over(services.pool), "streams": hub})
     return _litestar(state, settings.max_body_bytes, hub)

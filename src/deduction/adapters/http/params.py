@@ -59,6 +59,25 @@ AfterId = Annotated[
         description="cursor: the next_cursor of the previous page; lines strictly after it",
     ),
 ]
+MAX_TASK_PAGE = 100
+"""The deepest numbered page of the task list (at most 9,900 rows skipped); deeper: keyset."""
+TaskPageNo = Annotated[
+    int,
+    QueryParameter(
+        ge=1,
+        le=MAX_ID,  # checked by the handler, whose answer names keyset paging
+        description=f"1-based page number, 1..{MAX_TASK_PAGE}; deeper pages: after_id",
+        schema_extra={"maximum": MAX_TASK_PAGE},
+    ),
+]
+TaskAfterId = Annotated[
+    int | None,
+    QueryParameter(
+        ge=1,
+        le=MAX_ID,
+        description="cursor: the next_cursor of the previous page; tasks listed after it (older)",
+    ),
+]
 Operator = Annotated[
     str,
     HeaderParameter(

@@ -15,12 +15,14 @@ from deduction.adapters.http.deps import ReadsDep, ServicesDep, dispatch
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import (
+    MAX_TASK_PAGE,
     IdempotencyKeyHeader,
     Operator,
-    PageNo,
     PageSize,
     StatusFilter,
+    TaskAfterId,
     TaskId,
+    TaskPageNo,
 )
 from deduction.adapters.http.responses import (
     TaskCreatedResponse,
@@ -30,6 +32,7 @@ from deduction.adapters.http.responses import (
     TaskUpdatedResponse,
 )
 from deduction.adapters.http.schemas import (
+    InputError,
     TaskCreate,
     TaskUpdate,
     check_task_create,
@@ -110,14 +113,23 @@ class TaskController(Controller):
     async def list_tasks(
         self,
         reads: ReadsDep,
-        page: PageNo = 1,
+        page: TaskPageNo = 1,
         size: PageSize = 20,
         status: StatusFilter = None,
+        after_id: TaskAfterId = None,
     ) -> TaskPageResponse:
-        """Tasks, newest first; `total` is exact."""
-        total, rows = await reads.tasks.page(page, size, status)
-        items = [views.from_row(views.Task, r) for r in rows]
-        return ok(views.TaskPage(total=total, page=page, size=size, items=items))
+        """Tasks, newest first. `total` counts the matching tasks up to 10,000 (beyond,
+        `total_is_lower_bound` is true). Pages are numbered up to 100; deeper pages are read
+        by keyset: `after_id` = the previous page's `next_cursor`."""
+        if page > MAX_TASK_PAGE:
+            raise InputError("page", f"page must be between 1 and {MAX_TASK_PAGE}: page deeper"
+                             " by keyset, passing after_id = the next_cursor of the previous"
+                             " page")  # fmt: skip
+        found = await reads.tasks.page(page, size, status, after_id)
+        items = [views.from_row(views.Task, r) for r in found.rows]
+        return ok(views.TaskPage(total=found.total, page=page, size=size, items=items,
+                                 total_is_lower_bound=found.total_is_lower_bound,
+                                 next_cursor=found.next_cursor))  # fmt: skip
 
     @get(
         "/{task_id:str}",

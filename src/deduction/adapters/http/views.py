@@ -89,9 +89,14 @@ class TaskDetail(Task):
 
 class TaskPage(msgspec.Struct):
     total: int
+    """Matching tasks (status filter), whatever the cursor, counted up to 10,000."""
     page: int
     size: int
     items: list[Task]
+    total_is_lower_bound: bool = False
+    """True when more than 10,000 tasks match: `total` is then 10,000, not the exact count."""
+    next_cursor: int | None = None
+    """Pass as `after_id` for the next page (keyset paging); null when this page is the last."""
 
 
 class LogLine(msgspec.Struct):
