@@ -18,6 +18,7 @@ from deduction.adapters.worker import arq_enqueuer
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
+from tests.support.admission import admissions
 from tests.support.api import Api, create_task_id, settings_for, task_detail
 from tests.support.engine import LiveEngine, logs_match
 from tests.support.waits import wait_until
@@ -126,3 +127,31 @@ async def test_two_workers_never_poll_one_task_at_once(
     assert live.engine.stats["status"] > 2 * len(task_ids)
     polled = [workers.log(n).count("task.polled") for n in range(2)]
     assert all(p > 0 for p in polled), polled  # both workers took part
+
+
+@pytest.mark.parametrize("live", [{"duration_min": 1.0, "duration_max": 1.5}], indirect=True)
+async def test_two_workers_never_admit_more_than_the_cap(
+    api: Api, live: LiveEngine, workers: Workers
+) -> None:
+    for n in (workers.start(ENGINE_MAX_RUNNING_TASKS="2"),
+              workers.start(ENGINE_MAX_RUNNING_TASKS="2")):  # fmt: skip
+        await workers.started(n)
+    task_ids = [await create_task_id(api, f"capped-{i}") for i in range(6)]
+    most_on_engine = 0
+
+    async def all_done() -> bool:
+        nonlocal most_on_engine
+        now = live.engine.sim.clock()
+        running = [t for t in live.engine.sim.tasks.values() if t.status(now) != "completed"]
+        most_on_engine = max(most_on_engine, len(running))
+        details = [await task_detail(api, t) for t in task_ids]
+        return all(d["status"] == "completed" for d in details)
+
+    await wait_until(all_done, timeout=90, interval=0.05)
+    seen = await api.services.run_sync(admissions, api.services.app)
+    assert sorted(seen.order) == sorted(task_ids)
+    assert seen.most_held == 2
+    assert 1 <= most_on_engine <= 2
+    assert live.engine.stats["runs"] == 6
+    admitted = [workers.log(n).count("task.admitted") for n in range(2)]
+    assert sum(admitted) == 6, admitted
