@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.support.api import TASK, Api, create_task, drive_task, task_detail
+from deduction.application.catalog_import import demo_catalog, load_catalog
+from deduction.bootstrap import open_services
+from tests.support.api import (
+    TASK,
+    Api,
+    create_task,
+    drive_task,
+    serve_api,
+    settings_for,
+    task_detail,
+)
 from tests.support.plan import plan_task
+from tests.support.waits import wait_until
 
 
 async def _listed(api: Api) -> dict[int, dict[str, Any]]:
@@ -103,3 +114,22 @@ async def test_bad_priorities_are_refused_naming_the_field(catalog: Api) -> None
         assert status in (400, 422), (bad, body)
     status, body = await catalog.call("POST", f"{TASK}/123456/priority", json={"priority": "high"})
     assert status == 404, body
+
+
+async def test_a_waiting_task_ages_ahead_of_newer_higher_ones(db_url: str) -> None:
+    """QUEUE_AGING: each period waited raises the effective priority one level, up to high;
+    then creation order decides."""
+    async with open_services(settings_for(db_url, queue_aging=1.0)) as services:
+        assert await services.runner.wait_for(
+            await services.run_sync(load_catalog, services.app, demo_catalog()), 10
+        )
+        async with serve_api(services) as api:
+            older = (await create_task(api, name="older"))["id"]
+            newer = (await create_task(api, name="newer", priority="high"))["id"]
+
+            async def aged() -> bool:
+                return (await task_detail(api, older))["queue_position"] == 1
+
+            await wait_until(aged, timeout=15, interval=0.2)
+            assert (await task_detail(api, newer))["queue_position"] == 2
+            assert (await task_detail(api, older))["priority"] == "normal"

@@ -1,4 +1,4 @@
-"""Admission control: which queued tasks may go to the Engine now (caps, load), in order."""
+"""Admission control: which queued tasks may go to the Engine now under the caps, in order."""
 
 from __future__ import annotations
 
@@ -9,26 +9,14 @@ from typing import Protocol
 
 @dataclass(frozen=True)
 class Caps:
-    """ENGINE_MAX_RUNNING_TASKS / _AGENTS (0: no cap), ENGINE_MAX_CPU/MEMORY_PERCENT (0: ignore)."""
+    """ENGINE_MAX_RUNNING_TASKS and ENGINE_MAX_RUNNING_AGENTS (0: no cap)."""
 
     tasks: int = 0
     agents: int = 0
-    cpu_percent: float = 0.0
-    memory_percent: float = 0.0
 
     @property
     def any(self) -> bool:
-        return bool(self.tasks or self.agents or self.cpu_percent or self.memory_percent)
-
-
-@dataclass(frozen=True)
-class EngineLoad:
-    """The Engine's own load figures, when it offers them (an optional endpoint)."""
-
-    cpu_percent: float | None = None
-    memory_percent: float | None = None
-    running_tasks: int | None = None
-    running_agents: int | None = None
+        return bool(self.tasks or self.agents)
 
 
 class Candidate(Protocol):
@@ -37,18 +25,6 @@ class Candidate(Protocol):
 
     @property
     def agents(self) -> int: ...
-
-
-def load_hold(caps: Caps, load: EngineLoad | None) -> str | None:
-    """Why admissions are held by the Engine's load, or None. No figures: no hold."""
-    if load is None:
-        return None
-    if caps.cpu_percent and load.cpu_percent is not None and load.cpu_percent > caps.cpu_percent:
-        return f"the Engine reports {load.cpu_percent:.0f}% CPU (limit {caps.cpu_percent:.0f}%)"
-    memory = load.memory_percent
-    if caps.memory_percent and memory is not None and memory > caps.memory_percent:
-        return f"the Engine reports {memory:.0f}% memory (limit {caps.memory_percent:.0f}%)"
-    return None
 
 
 def choose(heads: Sequence[Candidate], tasks: int, agents: int, caps: Caps) -> list[int]:
