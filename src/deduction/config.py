@@ -76,8 +76,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     queue_aging: float = 300.0
     """Seconds of waiting that raise a queued task's effective priority by one level, so
     that a stream of high-priority tasks cannot starve the others."""
-    metrics_port: int = 0
-    """A `deduction worker` process serves /metrics on this port; 0: no metrics server."""
     log_level: str = "INFO"
 
 
@@ -110,7 +108,6 @@ _ENV_NAMES = {
     "engine_max_running_tasks": "ENGINE_MAX_RUNNING_TASKS",
     "engine_max_running_agents": "ENGINE_MAX_RUNNING_AGENTS",
     "queue_aging": "QUEUE_AGING",
-    "metrics_port": "METRICS_PORT",
     "log_level": "LOG_LEVEL",
 }
 
@@ -157,8 +154,6 @@ def _check_scheduling(s: Settings) -> None:
                             " negative (0: no cap)")  # fmt: skip
     if s.queue_aging <= 0:
         raise SettingsError("QUEUE_AGING must be positive")
-    if not 0 <= s.metrics_port <= 65535:
-        raise SettingsError("METRICS_PORT must be a port number (0: no metrics server)")
 
 
 def data_path(s: Settings) -> Path:
