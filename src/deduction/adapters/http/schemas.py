@@ -62,8 +62,9 @@ class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
     env_instance_id: Id
     agent_configs: Annotated[list[AgentConfig], msgspec.Meta(min_length=1, max_length=1000)]
     description: Description | None = None
-    priority: Priority = "normal"
-    """Admission order when the Engine's caps hold tasks back: high, normal or low."""
+    priority: Priority | None = None
+    """Admission order when the Engine's caps hold tasks back: high, normal or low (absent
+    or null: normal)."""
 
 
 class TaskPriorityChange(msgspec.Struct, forbid_unknown_fields=True):

@@ -38,6 +38,7 @@ from deduction.adapters.http.schemas import (
     check_task_update,
 )
 from deduction.application import service as commands
+from deduction.domain.task import DEFAULT_PRIORITY
 from deduction.domain.times import rfc3339
 
 PLAN_TASK = {
@@ -101,7 +102,7 @@ class TaskController(Controller):
                 commands.AgentConfig(c.agent_meta_id, c.side, c.params, c.max_retry)
                 for c in body.agent_configs
             ],
-            priority=body.priority,
+            priority=body.priority or DEFAULT_PRIORITY,
         )
         receipt = await services.command(services.app.create_task, new, operator, idempotency_key)
         task_id = receipt.data["task_id"]

@@ -87,8 +87,8 @@ class Task(msgspec.Struct):
     stop_requested: bool
     engine_unreachable_since: Timestamp | None
     engine_error: str | None
-    priority: Priority = "normal"
-    """Admission order: high before normal before low (see docs/operations.md)."""
+    priority: Priority
+    """Admission order: high before normal before low (README, "Admission and priorities")."""
     queue_position: int | None = None
     """1 for the next task to be submitted; null once admitted (and in as_of answers)."""
 
