@@ -69,7 +69,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     of a moment folds at most this many events onto the snapshot before it."""
     engine_max_running_tasks: int = 0
     """Tasks admitted to the Engine at once (submitted and not ended); 0: no cap. Tasks
-    beyond it wait, pending, in priority order (docs/operations.md)."""
+    beyond it wait, pending, in priority order (README, "Admission and priorities")."""
     engine_max_running_agents: int = 0
     """Agents of admitted tasks not ended, at once; 0: no cap. A task with more agents than
     the cap is admitted only when nothing else holds a slot."""

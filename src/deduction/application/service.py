@@ -311,10 +311,12 @@ class DeductionApp(Application[UUID]):
 
         def command() -> Receipt:
             task = self.get_task(task_id)
-            changed = task.raise_priority(priority, operator)
-            position = self._save(task) if changed else 0
-            data = {"task_id": task_id, "priority": task.priority, "changed": changed}
-            return Receipt(position, data)
+            data = {"task_id": task_id, "priority": task.priority, "changed": False}
+            if not task.raise_priority(priority, operator):
+                return Receipt(0, data)
+            saved = self._save(task)
+            data.update(priority=task.priority, changed=True)
+            return Receipt(saved.position, data, saved.topics)
 
         return retry_on_conflict(command)
 
