@@ -155,6 +155,7 @@ async def open_worker_context(
 
     from deduction.adapters.engine import CircuitBreaker, HttpEngine
     from deduction.adapters.event_store import event_streams_for
+    from deduction.adapters.worker.admission import Admission, caps_of
     from deduction.application.monitor import TaskMonitor
     from deduction.application.reports import EngineReports
 
@@ -173,8 +174,10 @@ async def open_worker_context(
             run_missing_grace=s.engine_run_missing_grace,
         )
         monitor = TaskMonitor(reports, engine, services.run_poll)
+        caps = caps_of(s)
+        admission = Admission(services, reports, caps) if caps.any else None
         yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,
-               "enqueue": enqueue}  # fmt: skip
+               "enqueue": enqueue, "admission": admission}  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -67,6 +67,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     as_of_snapshot_every: int = 256
     """A snapshot of a task's rows is kept every this many of its events, so an answer as
     of a moment folds at most this many events onto the snapshot before it."""
+    engine_max_running_tasks: int = 0
+    """Tasks admitted to the Engine at once (submitted and not ended); 0: no cap. Tasks
+    beyond it wait, pending, in priority order (README, "Admission and priorities")."""
+    engine_max_running_agents: int = 0
+    """Agents of admitted tasks not ended, at once; 0: no cap. A task with more agents than
+    the cap is admitted only when nothing else holds a slot."""
+    queue_aging: float = 300.0
+    """Seconds of waiting that raise a queued task's effective priority by one level, so
+    that a stream of high-priority tasks cannot starve the others."""
     log_level: str = "INFO"
 
 
@@ -96,6 +105,9 @@ _ENV_NAMES = {
     "stream_heartbeat": "STREAM_HEARTBEAT",
     "stream_max_age": "STREAM_MAX_AGE",
     "as_of_snapshot_every": "AS_OF_SNAPSHOT_EVERY",
+    "engine_max_running_tasks": "ENGINE_MAX_RUNNING_TASKS",
+    "engine_max_running_agents": "ENGINE_MAX_RUNNING_AGENTS",
+    "queue_aging": "QUEUE_AGING",
     "log_level": "LOG_LEVEL",
 }
 
@@ -133,6 +145,15 @@ def _check(s: Settings) -> None:
         raise SettingsError("AS_OF_SNAPSHOT_EVERY must be at least 1")
     if s.stream_heartbeat <= 0 or s.stream_max_age <= 0:
         raise SettingsError("STREAM_HEARTBEAT and STREAM_MAX_AGE must be positive")
+    _check_scheduling(s)
+
+
+def _check_scheduling(s: Settings) -> None:
+    if s.engine_max_running_tasks < 0 or s.engine_max_running_agents < 0:
+        raise SettingsError("ENGINE_MAX_RUNNING_TASKS and ENGINE_MAX_RUNNING_AGENTS must not be"
+                            " negative (0: no cap)")  # fmt: skip
+    if s.queue_aging <= 0:
+        raise SettingsError("QUEUE_AGING must be positive")
 
 
 def data_path(s: Settings) -> Path:

@@ -16,7 +16,8 @@ TASK_FIELDS = {
     "id", "name", "description", "status", "scheme_id", "env_instance_id", "engine_task_id",
     "engine_url", "scheme_snapshot", "start_time", "end_time", "total_agents",
     "completed_agents", "failed_agents", "error_message", "create_at", "update_at",
-    "created_by", "stop_requested", "engine_unreachable_since", "engine_error",
+    "created_by", "stop_requested", "engine_unreachable_since", "engine_error", "priority",
+    "queue_position",
 }  # fmt: skip
 EXECUTION_FIELDS = {
     "id", "deduction_task_id", "seq", "agent_meta_id", "agent_name", "agent_load", "side",

@@ -5,9 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,52 +18,13 @@ from deduction.adapters.worker import arq_enqueuer
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
+from tests.support.admission import admissions
 from tests.support.api import Api, create_task_id, settings_for, task_detail
 from tests.support.engine import LiveEngine, logs_match
 from tests.support.waits import wait_until
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.redis
-BIN = Path(sys.executable).with_name("deduction")
-
-
-class Workers:
-    """`deduction worker` processes sharing one queue; their logs go to files."""
-
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
-        self.env, self.logs = env, logs
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def start(self, **env: str) -> int:
-        n = len(self.procs)
-        out = (self.logs / f"worker{n}.log").open("wb")
-        proc = subprocess.Popen([str(BIN), "worker"], env={**self.env, **env}, stdout=out,
-                                stderr=out)  # fmt: skip
-        self.procs.append(proc)
-        return n
-
-    def log(self, n: int) -> str:
-        return (self.logs / f"worker{n}.log").read_text(errors="replace")
-
-    async def started(self, n: int) -> None:
-        async def up() -> bool:
-            assert self.procs[n].poll() is None, self.log(n)
-            return "worker.started" in self.log(n)
-
-        await wait_until(up, timeout=20, interval=0.1)
-
-    def kill(self, n: int) -> None:
-        self.procs[n].send_signal(signal.SIGKILL)
-        self.procs[n].wait()
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture
@@ -169,3 +127,31 @@ async def test_two_workers_never_poll_one_task_at_once(
     assert live.engine.stats["status"] > 2 * len(task_ids)
     polled = [workers.log(n).count("task.polled") for n in range(2)]
     assert all(p > 0 for p in polled), polled  # both workers took part
+
+
+@pytest.mark.parametrize("live", [{"duration_min": 1.0, "duration_max": 1.5}], indirect=True)
+async def test_two_workers_never_admit_more_than_the_cap(
+    api: Api, live: LiveEngine, workers: Workers
+) -> None:
+    for n in (workers.start(ENGINE_MAX_RUNNING_TASKS="2"),
+              workers.start(ENGINE_MAX_RUNNING_TASKS="2")):  # fmt: skip
+        await workers.started(n)
+    task_ids = [await create_task_id(api, f"capped-{i}") for i in range(6)]
+    most_on_engine = 0
+
+    async def all_done() -> bool:
+        nonlocal most_on_engine
+        now = live.engine.sim.clock()
+        running = [t for t in live.engine.sim.tasks.values() if t.status(now) != "completed"]
+        most_on_engine = max(most_on_engine, len(running))
+        details = [await task_detail(api, t) for t in task_ids]
+        return all(d["status"] == "completed" for d in details)
+
+    await wait_until(all_done, timeout=90, interval=0.05)
+    seen = await api.services.run_sync(admissions, api.services.app)
+    assert sorted(seen.order) == sorted(task_ids)
+    assert seen.most_held == 2
+    assert 1 <= most_on_engine <= 2
+    assert live.engine.stats["runs"] == 6
+    admitted = [workers.log(n).count("task.admitted") for n in range(2)]
+    assert sum(admitted) == 6, admitted

@@ -13,7 +13,7 @@ from deduction.projections import agents, catalog, history, logs, tasks
 @pytest.mark.parametrize(
     ("struct", "columns"),
     [
-        (views.Task, tasks.READ_COLUMNS),
+        (views.Task, tasks.READ_COLUMNS + tasks.COMPUTED_COLUMNS),
         (views.AgentExecution, agents.READ_COLUMNS),
         (views.LogLine, logs.READ_COLUMNS),
         (views.HistoryEntry, history.READ_COLUMNS),

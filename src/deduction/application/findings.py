@@ -84,6 +84,7 @@ class SubmitPlan:
     task_id: int
     payload: dict[str, Any]
     included_updates: list[int]
+    position: int = 0  # of its SubmissionRequested event
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from deduction.application.findings import (
     Outcome,
     PollPlan,
     PollReport,
+    SubmitPlan,
     match_agents,
 )
 from deduction.application.log_cursor import Cursor, ingest
@@ -58,13 +59,15 @@ class TaskMonitor:
 
     # -- submit ------------------------------------------------------------------------------
 
-    async def submit_task(self, task_id: int) -> Outcome | None:
-        """Submit a pending task; "submission requested" is saved before the Engine is called."""
-        if self.engine.circuit_open():
+    async def submit_task(self, task_id: int, plan: SubmitPlan | None = None) -> Outcome | None:
+        """Submit a pending task; "submission requested" is saved before the Engine is called
+        (by the admission, which passes its `plan`, or here)."""
+        if plan is None and self.engine.circuit_open():
             since = _since(self.engine)
             error = EngineUnavailableError("the Engine is failing: circuit open", since)
             return await self._run(self.reports.record_submission_failed, task_id, error)
-        plan = await self._run(self.reports.request_submission, task_id)
+        if plan is None:
+            plan = await self._run(self.reports.request_submission, task_id)
         if plan is None:
             return None
         try:

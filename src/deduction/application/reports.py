@@ -198,7 +198,7 @@ class EngineReports:
             executions = self._executions(task)
             included = sorted(task.pending_updates)  # their params are in the payload
             task.request_submission("system")
-            self._save(task)
+            position = self._save(task)
             payload = {
                 "name": task.name,
                 "scheme": task.scheme_snapshot,
@@ -209,7 +209,7 @@ class EngineReports:
                     for ex in executions
                 ],
             }  # fmt: skip
-            return SubmitPlan(task_id, payload, included)
+            return SubmitPlan(task_id, payload, included, position)
 
         return retry_on_conflict(command)
 

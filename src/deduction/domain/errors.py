@@ -17,3 +17,11 @@ class TaskAlreadyEndedError(DomainError):
     def __init__(self, status: str, action: str) -> None:
         super().__init__(f"cannot {action}: the task has already ended with status {status!r}")
         self.status, self.action = status, action
+
+
+class PriorityNotRaisedError(DomainError):
+    """A queued task's priority can only be raised, and only while it waits for admission."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot change the priority: {reason}")
+        self.reason = reason

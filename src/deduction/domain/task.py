@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal, get_args
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from deduction.domain.errors import TaskAlreadyEndedError
+from deduction.domain.errors import PriorityNotRaisedError, TaskAlreadyEndedError
 from deduction.domain.execution import AgentExecution
 from deduction.domain.status import TERMINAL, check_transition
+
+Priority = Literal["low", "normal", "high"]
+PRIORITIES: tuple[str, ...] = get_args(Priority)
+"""Admission order, lowest first; a task created without one is "normal"."""
+DEFAULT_PRIORITY = "normal"
+
+
+def priority_rank(priority: str) -> int:
+    return PRIORITIES.index(priority)
 
 
 class DeductionTask(Aggregate):
@@ -25,6 +34,12 @@ class DeductionTask(Aggregate):
         scheme_snapshot: dict[str, Any]
         env_snapshot: dict[str, Any]
         execution_ids: list[int]
+        operator: str
+        priority: str = DEFAULT_PRIORITY  # events saved before priorities existed have none
+
+    class PriorityRaised(Aggregate.Event):
+        old_priority: str
+        new_priority: str
         operator: str
 
     class SubmissionRequested(Aggregate.Event):
@@ -99,8 +114,10 @@ class DeductionTask(Aggregate):
         env_snapshot: dict[str, Any],
         execution_ids: list[int],
         operator: str,
+        priority: str = DEFAULT_PRIORITY,
     ) -> None:
         self.task_id, self.name, self.description = task_id, name, description
+        self.priority = priority
         self.scheme_id, self.env_instance_id = scheme_id, env_instance_id
         self.scheme_snapshot, self.env_snapshot = scheme_snapshot, env_snapshot
         self.execution_ids = list(execution_ids)
@@ -119,6 +136,26 @@ class DeductionTask(Aggregate):
     @property
     def is_ended(self) -> bool:
         return self.status in TERMINAL
+
+    # -- priority ---------------------------------------------------------------------------
+
+    def raise_priority(self, priority: str, operator: str) -> bool:
+        """Raise the priority of a task still waiting for admission; False when it already
+        has this priority (idempotent). Lowering it, or a task already admitted: refused."""
+        if priority == self.priority:
+            return False
+        if self.status != "pending" or self.submission_attempts or self.stop_requested:
+            raise PriorityNotRaisedError(f"the task is {self.status} and no longer queued")
+        if priority_rank(priority) < priority_rank(self.priority):
+            raise PriorityNotRaisedError(
+                f"it can only be raised, and {priority!r} is below {self.priority!r}"
+            )
+        self._priority_raised(self.priority, priority, operator)
+        return True
+
+    @event(PriorityRaised)
+    def _priority_raised(self, old_priority: str, new_priority: str, operator: str) -> None:
+        self.priority = new_priority
 
     # -- submission -------------------------------------------------------------------------
 

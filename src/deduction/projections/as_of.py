@@ -33,7 +33,7 @@ _AGENT_EVENTS = frozenset(_AGENTS.topics().values())
 HISTORY_TOPICS = tuple(HistoryProjection.topics())
 # Bump when a task or agent handler, or a row's columns, change: snapshots folded by older
 # handlers are then ignored (and new ones written beside them).
-FOLD_VERSION = 1
+FOLD_VERSION = 2  # 2: task rows carry priority and priority_rank
 SNAPSHOT_TABLE = "as_of_snapshot"
 DDL = [
     f"""

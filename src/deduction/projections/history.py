@@ -98,6 +98,10 @@ _CHANGES: dict[str, Callable[[dict[str, Any]], Change]] = {
         None,
     ),
     "DeductionTask.StatusChanged": _task_status,
+    "DeductionTask.PriorityRaised": lambda s: (
+        "priority_change", f"priority raised from {s['old_priority']} to {s['new_priority']}",
+        {"priority": s["old_priority"]}, {"priority": s["new_priority"]}, None,
+    ),
     "DeductionTask.StopRequested": lambda s: (
         "stop_request", f"stop requested by {s['operator']}", None, None, None
     ),
@@ -170,7 +174,7 @@ class HistoryProjection(Projection):
     events = (
         T.Created, T.Submitted, T.StatusChanged, T.StopRequested, T.StopDelivered,
         T.UpdateDelivered, T.UpdateRejected, T.EngineUnreachable, T.EngineReachable,
-        T.EngineRunMissing, A.ConfigUpdated, A.StatusChanged, A.AttemptFailed, A.Restarted,
+        T.EngineRunMissing, T.PriorityRaised, A.ConfigUpdated, A.StatusChanged, A.AttemptFailed, A.Restarted,
         A.LogLinesSkipped, A.LogGapRecorded,
     )  # fmt: skip
 

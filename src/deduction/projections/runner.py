@@ -361,6 +361,18 @@ class ProjectionRunner:
                 log.warning("projections.listen_lost", error=str(e))
                 await asyncio.sleep(1.0)
 
+    async def _poll_positions(self, position: int, timeout: float, topics: frozenset[str]) -> bool:
+        """Wait on the tracking rows the runners of other processes move (every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+            while True:
+                self.positions = await positions(conn)
+                if self.reached(position, topics):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(0.05)
+
     def reached(self, position: int, topics: frozenset[str] = frozenset()) -> bool:
         """Every projection that takes one of `topics` (every one when empty) has checked
         the events up to `position`."""
@@ -377,6 +389,8 @@ class ProjectionRunner:
         False on timeout."""
         if position <= 0 or self.reached(position, topics):
             return True
+        if not self._wakes:  # this process runs no projections (a worker): read their rows
+            return await self._poll_positions(position, timeout, topics)
         self.kick()
         async with self._progress:
             try:

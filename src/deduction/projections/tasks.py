@@ -9,6 +9,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from deduction.domain import TERMINAL, DeductionTask
+from deduction.domain.task import DEFAULT_PRIORITY, priority_rank
 from deduction.projections import agents
 from deduction.projections.base import (
     EventRow,
@@ -21,6 +22,7 @@ from deduction.projections.base import (
     fetch_scalar,
     json_fields,
 )
+from deduction.projections.queue import queue_position
 
 T = DeductionTask
 
@@ -53,12 +55,24 @@ DDL = [
         engine_error text,
         version integer NOT NULL,
         position bigint NOT NULL DEFAULT 0,
-        previous_status varchar(32)
+        previous_status varchar(32),
+        priority varchar(16) NOT NULL DEFAULT 'normal',
+        priority_rank smallint NOT NULL DEFAULT 1
     )
     """,
     # Tables made before the stream columns existed get them here; a rebuild fills them in.
     "ALTER TABLE deduction_task ADD COLUMN IF NOT EXISTS position bigint NOT NULL DEFAULT 0",
     "ALTER TABLE deduction_task ADD COLUMN IF NOT EXISTS previous_status varchar(32)",
+    (
+        "ALTER TABLE deduction_task ADD COLUMN IF NOT EXISTS priority varchar(16) NOT NULL"
+        " DEFAULT 'normal'"
+    ),
+    "ALTER TABLE deduction_task ADD COLUMN IF NOT EXISTS priority_rank smallint NOT NULL DEFAULT 1",
+    # the admission queue: only the tasks waiting for admission, in creation order
+    (
+        "CREATE INDEX IF NOT EXISTS idx_deduction_task_queued ON deduction_task(create_at, id)"
+        " WHERE status = 'pending' AND submission_attempts = 0 AND NOT stop_requested"
+    ),
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_position ON deduction_task(position)",
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_status ON deduction_task(status)",
     "CREATE INDEX IF NOT EXISTS idx_deduction_task_scheme_id ON deduction_task(scheme_id)",
@@ -74,8 +88,10 @@ READ_COLUMNS = (
     "id", "name", "description", "status", "scheme_id", "env_instance_id", "engine_task_id",
     "engine_url", "scheme_snapshot", "start_time", "end_time", "total_agents",
     "completed_agents", "failed_agents", "error_message", "create_at", "update_at",
-    "created_by", "stop_requested", "engine_unreachable_since", "engine_error",
+    "created_by", "stop_requested", "engine_unreachable_since", "engine_error", "priority",
 )  # fmt: skip
+# Computed when read, after the columns: the place in the admission queue (projections/queue.py).
+COMPUTED_COLUMNS = ("queue_position",)
 TIME_COLUMNS = frozenset(
     {"start_time", "end_time", "create_at", "update_at", "engine_unreachable_since"}
 )
@@ -106,6 +122,11 @@ def _unreachable(row: Row, e: EventRow) -> None:
     row["engine_error"] = e.state["error"]
 
 
+def _priority(row: Row, e: EventRow) -> None:
+    row["priority"] = e.state["new_priority"]
+    row["priority_rank"] = priority_rank(e.state["new_priority"])
+
+
 class TaskProjection(RowProjection):
     name = "tasks"
     ddl = DDL
@@ -125,6 +146,7 @@ class TaskProjection(RowProjection):
         T.EngineUnreachable,
         T.EngineReachable,
         T.EngineRunMissing,
+        T.PriorityRaised,
     )
     columns = (
         "id", "scheme_id", "env_instance_id", "name", "description", "status",
@@ -132,7 +154,7 @@ class TaskProjection(RowProjection):
         "total_agents", "completed_agents", "failed_agents", "error_message", "create_at",
         "update_at", "created_by", "stop_requested", "stop_delivered", "pending_updates",
         "submission_attempts", "engine_unreachable_since", "engine_error", "version",
-        "position", "previous_status",
+        "position", "previous_status", "priority", "priority_rank",
     )  # fmt: skip
 
     def create_row(self, e: EventRow) -> Row:
@@ -147,6 +169,8 @@ class TaskProjection(RowProjection):
             "created_by": s["operator"], "stop_requested": False, "stop_delivered": False,
             "pending_updates": 0, "submission_attempts": 0, "engine_unreachable_since": None,
             "engine_error": None, "previous_status": None,
+            "priority": s.get("priority", DEFAULT_PRIORITY),
+            "priority_rank": priority_rank(s.get("priority", DEFAULT_PRIORITY)),
         }  # fmt: skip
 
     def handlers(self) -> dict[str, Handler]:
@@ -162,6 +186,7 @@ class TaskProjection(RowProjection):
             "DeductionTask.EngineUnreachable": _unreachable,
             "DeductionTask.EngineRunMissing": _unreachable,  # shown the same way: since, why
             "DeductionTask.EngineReachable": copy(engine_unreachable_since=None, engine_error=None),
+            "DeductionTask.PriorityRaised": _priority,
         }  # fmt: skip
 
 
@@ -171,6 +196,7 @@ class OpenTaskRow(NamedTuple):
     id: int
     status: str
     submitted: bool
+    admitted: bool
     stop_requested: bool
     stop_delivered: bool
     pending_updates: int
@@ -205,22 +231,24 @@ class TaskView(Protocol):
 
 
 _COLUMNS = sql.SQL(", ").join(map(sql.Identifier, READ_COLUMNS))
+_POSITION = sql.SQL(queue_position("t"))
 _DETAIL_JSON = (
     sql.SQL(
         "SELECT json_build_object('code', 200, 'message', 'success', 'data', json_build_object("
-        "{task}, 'agent_executions', coalesce((SELECT json_agg(json_build_object({agent})"
+        "{task}, 'queue_position', {position}, 'agent_executions', coalesce((SELECT json_agg(json_build_object({agent})"
         " ORDER BY a.seq, a.id) FROM agent_execution a WHERE a.deduction_task_id = t.id),"
-        " '[]'::json)))::text FROM deduction_task t WHERE t.id = %s"
+        " '[]'::json)))::text FROM deduction_task t WHERE t.id = %(id)s"
     )
     .format(
         task=json_fields("t", READ_COLUMNS, TIME_COLUMNS),
+        position=_POSITION,
         agent=json_fields("a", agents.READ_COLUMNS, agents.TIME_COLUMNS),
     )
     .as_string(None)
 )  # rendered once: composing it per request cost a third of the CPU
 _EXISTS = sql.SQL("SELECT 1 FROM deduction_task WHERE id = %s")
 _OPEN_TASKS = """
-SELECT id, status, engine_task_id IS NOT NULL, stop_requested, stop_delivered, pending_updates,
+SELECT id, status, engine_task_id IS NOT NULL, submission_attempts > 0, stop_requested, stop_delivered, pending_updates,
        coalesce(end_time > now() - make_interval(secs => %(recent)s), false)
 FROM deduction_task
 WHERE status IN ('pending', 'running')
@@ -231,13 +259,16 @@ ORDER BY id
 
 
 class PostgresTaskView:
-    def __init__(self, pool: AsyncConnectionPool[Any]) -> None:
-        self._pool = pool
+    def __init__(self, pool: AsyncConnectionPool[Any], queue_aging: float = 300.0) -> None:
+        """`queue_aging`: QUEUE_AGING, which queue positions depend on."""
+        self._pool, self._aging = pool, queue_aging
 
     async def task(self, task_id: int) -> Row | None:
-        query = sql.SQL("SELECT {} FROM deduction_task WHERE id = %s").format(_COLUMNS)
+        query = sql.SQL(
+            "SELECT {}, {} AS queue_position FROM deduction_task t WHERE id = %(id)s"
+        ).format(_COLUMNS, _POSITION)
         async with self._pool.connection() as conn:
-            rows = await fetch_all(conn, query, [task_id])
+            rows = await fetch_all(conn, query, {"id": task_id, "aging": self._aging})
         return rows[0] if rows else None
 
     async def exists(self, task_id: int) -> bool:
@@ -257,14 +288,14 @@ class PostgresTaskView:
             conditions.append(sql.SQL("id < %(after_id)s"))
         where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
         params = {"status": status, "after_id": after_id, "limit": size + 1, "offset": offset,
-                  "cap": COUNT_CAP + 1}  # fmt: skip
+                  "cap": COUNT_CAP + 1, "aging": self._aging}  # fmt: skip
         count = sql.SQL(
             "SELECT count(*) FROM (SELECT 1 FROM deduction_task WHERE {} LIMIT %(cap)s) AS t"
         ).format(counted)
         query = sql.SQL(
-            "SELECT {} FROM deduction_task WHERE {} ORDER BY id DESC"
+            "SELECT {}, {} AS queue_position FROM deduction_task t WHERE {} ORDER BY id DESC"
             " LIMIT %(limit)s OFFSET %(offset)s"
-        ).format(_COLUMNS, where)
+        ).format(_COLUMNS, _POSITION, where)
         async with self._pool.connection() as conn:
             total = int(await fetch_scalar(conn, count, params))
             rows = await fetch_all(conn, query, params)
@@ -280,7 +311,8 @@ class PostgresTaskView:
         a test compares it with the API's response Structs for every column.
         """
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_DETAIL_JSON, [task_id], prepare=True)
+            params = {"id": task_id, "aging": self._aging}
+            cur = await conn.execute(_DETAIL_JSON, params, prepare=True)
             row = await cur.fetchone()
         return None if row is None else row[0].encode()
 

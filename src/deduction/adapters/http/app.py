@@ -150,7 +150,13 @@ def create_app(services: Services) -> Litestar:
     listen_url = with_timeouts(services.database_url, READS)  # keepalives, statement bound
     hub = StreamHub(listen_url, PostgresChangeView(services.pool),
                     settings.stream_max_subscribers, settings.stream_queue_size)  # fmt: skip
-    state = State({"services": services, "reads": ReadViews.over(services.pool), "streams": hub})
+    state = State(
+        {
+            "services": services,
+            "reads": ReadViews.over(services.pool, settings.queue_aging),
+            "streams": hub,
+        }
+    )
     return _litestar(state, settings.max_body_bytes, hub)
 
 

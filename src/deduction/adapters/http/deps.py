@@ -32,9 +32,9 @@ class ReadViews:
     catalog: CatalogView
 
     @classmethod
-    def over(cls, pool: AsyncConnectionPool[Any]) -> ReadViews:
+    def over(cls, pool: AsyncConnectionPool[Any], queue_aging: float = 300.0) -> ReadViews:
         return cls(
-            PostgresTaskView(pool),
+            PostgresTaskView(pool, queue_aging),
             PostgresAgentView(pool),
             PostgresLogView(pool),
             PostgresHistoryView(pool),

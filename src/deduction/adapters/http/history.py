@@ -20,7 +20,7 @@ from deduction.projections.history import HistoryFilter
 
 ChangeType = Annotated[
     Literal["status_change", "config_update", "agent_update", "submission", "stop_request",
-            "engine_connectivity"] | None,
+            "engine_connectivity", "priority_change"] | None,
     QueryParameter(description="only changes of this type"),
 ]  # fmt: skip
 After = Annotated[

@@ -19,6 +19,7 @@ TaskCreatedResponse = Annotated[Envelope[views.TaskCreated], _named("TaskCreated
 TaskDetailResponse = Annotated[Envelope[views.TaskDetail], _named("TaskDetailResponse")]
 TaskPageResponse = Annotated[Envelope[views.TaskPage], _named("TaskPageResponse")]
 TaskStoppedResponse = Annotated[Envelope[views.TaskStopped], _named("TaskStoppedResponse")]
+TaskPriorityResponse = Annotated[Envelope[views.TaskPriority], _named("TaskPriorityResponse")]
 TaskUpdatedResponse = Annotated[Envelope[views.TaskUpdated], _named("TaskUpdatedResponse")]
 AgentExecutionResponse = Annotated[Envelope[views.AgentExecution], _named("AgentExecutionResponse")]
 AgentExecutionListResponse = Annotated[

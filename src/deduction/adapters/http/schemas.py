@@ -8,6 +8,7 @@ from typing import Annotated, Any, TypeAlias
 import msgspec
 
 from deduction.domain.ids import MAX_ID
+from deduction.domain.task import Priority
 from deduction.domain.text import MAX_NAME_CHARS, MAX_SHORT_NAME_CHARS, NUL
 
 NO_CONTROL = r"^[^\x00-\x1F\x7F]*[^\x00-\x20\x7F][^\x00-\x1F\x7F]*$"
@@ -61,6 +62,15 @@ class TaskCreate(msgspec.Struct, forbid_unknown_fields=True):
     env_instance_id: Id
     agent_configs: Annotated[list[AgentConfig], msgspec.Meta(min_length=1, max_length=1000)]
     description: Description | None = None
+    priority: Priority | None = None
+    """Admission order when the Engine's caps hold tasks back: high, normal or low (absent
+    or null: normal)."""
+
+
+class TaskPriorityChange(msgspec.Struct, forbid_unknown_fields=True):
+    """A higher priority for a task that still waits for admission."""
+
+    priority: Priority
 
 
 class AgentParamsUpdate(msgspec.Struct, forbid_unknown_fields=True):

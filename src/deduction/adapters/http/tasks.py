@@ -28,17 +28,20 @@ from deduction.adapters.http.responses import (
     TaskCreatedResponse,
     TaskDetailResponse,
     TaskPageResponse,
+    TaskPriorityResponse,
     TaskStoppedResponse,
     TaskUpdatedResponse,
 )
 from deduction.adapters.http.schemas import (
     InputError,
     TaskCreate,
+    TaskPriorityChange,
     TaskUpdate,
     check_task_create,
     check_task_update,
 )
 from deduction.application import service as commands
+from deduction.domain.task import DEFAULT_PRIORITY
 from deduction.domain.times import rfc3339
 
 PLAN_TASK = {
@@ -63,6 +66,7 @@ CreateBody = Annotated[
     ),
 ]
 UpdateBody = Annotated[TaskUpdate, BodyKwarg(media_type=RequestEncodingType.JSON)]
+PriorityBody = Annotated[TaskPriorityChange, BodyKwarg(media_type=RequestEncodingType.JSON)]
 AnyRequest = Request[Any, Any, Any]
 
 
@@ -101,6 +105,7 @@ class TaskController(Controller):
                 commands.AgentConfig(c.agent_meta_id, c.side, c.params, c.max_retry)
                 for c in body.agent_configs
             ],
+            priority=body.priority or DEFAULT_PRIORITY,
         )
         receipt = await services.command(services.app.create_task, new, operator, idempotency_key)
         task_id = receipt.data["task_id"]
@@ -175,6 +180,33 @@ class TaskController(Controller):
         if receipt.data.get("changed"):
             await dispatch(services.dispatcher.stop_requested, task_id)
         return ok(views.TaskStopped(task_id, receipt.data["status"]), "任务已停止")
+
+    @post(
+        "/{task_id:str}/priority",
+        status_code=200,
+        operation_id="raiseTaskPriority",
+        responses=documented(400, 404, 409, 413, 422, 503),
+    )
+    async def raise_priority(
+        self,
+        services: ServicesDep,
+        request: AnyRequest,
+        task_id: TaskId,
+        data: PriorityBody,
+        operator: Operator = "anonymous",
+    ) -> TaskPriorityResponse:
+        """Raise the priority of a task that waits for admission (queue_position not null);
+        its history gets a `priority_change` entry. The same priority again changes nothing.
+
+        A lower priority, or a task already submitted, stopped or ended: 409.
+        """
+        body = await strict_body(request, TaskPriorityChange)
+        receipt = await services.command(
+            services.app.raise_priority, task_id, body.priority, operator
+        )
+        if receipt.data["changed"]:
+            await dispatch(services.dispatcher.task_created, task_id)  # it may now be first
+        return ok(views.TaskPriority(task_id, receipt.data["priority"]))
 
     @put(
         "/{task_id:str}/update",

@@ -9,6 +9,7 @@ import msgspec
 
 from deduction.adapters.http.envelope import Timestamp
 from deduction.domain.status import Status
+from deduction.domain.task import Priority
 from deduction.domain.times import rfc3339
 
 V = TypeVar("V", bound=msgspec.Struct)
@@ -23,6 +24,11 @@ class TaskCreated(msgspec.Struct):
 class TaskStopped(msgspec.Struct):
     task_id: int
     status: Status
+
+
+class TaskPriority(msgspec.Struct):
+    task_id: int
+    priority: Priority
 
 
 class TaskUpdated(msgspec.Struct):
@@ -81,6 +87,10 @@ class Task(msgspec.Struct):
     stop_requested: bool
     engine_unreachable_since: Timestamp | None
     engine_error: str | None
+    priority: Priority
+    """Admission order: high before normal before low (README, "Admission and priorities")."""
+    queue_position: int | None = None
+    """1 for the next task to be submitted; null once admitted (and in as_of answers)."""
 
 
 class TaskDetail(Task):

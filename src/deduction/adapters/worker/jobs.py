@@ -12,6 +12,7 @@ from typing import Any
 import structlog
 
 from deduction.application.findings import Outcome
+from deduction.domain import TERMINAL
 from deduction.projections.logs import PostgresLogView
 from deduction.projections.tasks import OpenTaskRow, PostgresTaskView
 
@@ -29,14 +30,35 @@ async def _follow_up(ctx: Ctx, task_id: int, outcome: Outcome | None) -> None:
 
 
 async def submit_task(ctx: Ctx, task_id: int) -> None:
-    outcome = await ctx["monitor"].submit_task(task_id)
+    """Submit a task once the admission lets it go (with a cap set); else it stays queued."""
+    plan, admission = None, ctx.get("admission")
+    if admission is not None and not ctx["engine"].circuit_open():
+        decision = await admission.admit(task_id)
+        if decision is False:
+            return
+        plan = None if decision is True else decision
+    outcome = await ctx["monitor"].submit_task(task_id, plan)
     await _follow_up(ctx, task_id, outcome)
     if outcome is not None and outcome.status == "running":
         await ctx["enqueue"]("poll_task", task_id)
+    if outcome is not None and outcome.status in TERMINAL:
+        await admit_next(ctx)
 
 
 async def poll_task(ctx: Ctx, task_id: int) -> None:
-    await _follow_up(ctx, task_id, await ctx["monitor"].poll_task(task_id))
+    outcome = await ctx["monitor"].poll_task(task_id)
+    await _follow_up(ctx, task_id, outcome)
+    if outcome is not None and outcome.status in TERMINAL:
+        await admit_next(ctx)  # its slot is free: the next queued task need not wait a sweep
+
+
+async def admit_next(ctx: Ctx) -> None:
+    """Queue submit_task for the tasks the admission would take now."""
+    admission = ctx.get("admission")
+    if admission is None:
+        return
+    for task_id in await admission.candidates():
+        await ctx["enqueue"]("submit_task", task_id)
 
 
 async def send_update(ctx: Ctx, task_id: int) -> None:
@@ -47,11 +69,13 @@ async def send_stop(ctx: Ctx, task_id: int) -> None:
     await ctx["monitor"].send_stop(task_id)
 
 
-def _jobs(task: OpenTaskRow) -> list[str]:
+def _jobs(task: OpenTaskRow, admission: bool) -> list[str]:
+    """With admission, a queued task is submitted by admit_next, in queue order."""
     active = task.status in ("pending", "running")
     stop_pending = task.stop_requested and not task.stop_delivered
     jobs = []
-    if task.status == "pending" and not task.submitted and not task.stop_requested:
+    submittable = task.status == "pending" and not task.submitted and not task.stop_requested
+    if submittable and (task.admitted or not admission):
         jobs.append("submit_task")
     if task.submitted and (active or (task.recently_ended and not stop_pending)):
         jobs.append("poll_task")  # an ended task: its logs are read once more, then nothing
@@ -66,11 +90,13 @@ async def sweep(ctx: Ctx) -> None:
     """Re-derive every pending piece of work from the read tables (Redis holds no truth)."""
     recent = max(60.0, 10 * ctx["settings"].task_poll_interval)
     tasks = await PostgresTaskView(ctx["pool"]).open_tasks(recent)
-    work = [(job, task.id) for task in tasks for job in _jobs(task)]
+    admission = ctx.get("admission") is not None
+    work = [(job, task.id) for task in tasks for job in _jobs(task, admission)]
     for job, task_id in work:
         await ctx["enqueue"](job, task_id)
     if work:
         log.debug("sweep.enqueued", jobs=len(work))
+    await admit_next(ctx)
 
 
 async def purge_logs(ctx: Ctx) -> None:

@@ -1,0 +1,95 @@
+"""Admits queued tasks to the Engine, one decision at a time across every worker process.
+
+A decision holds a PostgreSQL advisory lock (one per Engine URL) and first waits until the
+read tables include every event stored before it took the lock: so it counts the slots
+taken by every earlier decision, whichever process made it, and no task is admitted twice
+(its "submission requested" event takes it out of the queue).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg
+import structlog
+
+from deduction.application.admission import Caps, choose, free_slots
+from deduction.application.findings import SubmitPlan
+from deduction.application.reports import EngineReports
+from deduction.application.services import Services
+from deduction.config import Settings
+from deduction.projections.queue import PostgresQueueView, queued
+from deduction.projections.runner import head_position
+
+log = structlog.get_logger(__name__)
+HEADS_LOOKED_AT = 1000  # with only an agents cap, the walk stops long before this
+CATCH_UP_TIMEOUT = 10.0
+_STATE = f"SELECT submission_attempts > 0, {queued('t')} FROM deduction_task t WHERE id = %s"
+
+
+def caps_of(settings: Settings) -> Caps:
+    return Caps(settings.engine_max_running_tasks, settings.engine_max_running_agents)
+
+
+def lock_key(engine_url: str) -> int:
+    """A signed 64-bit advisory lock key for one Engine."""
+    digest = hashlib.sha256(f"deduction:admission:{engine_url}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Admission:
+    """Used by the jobs only when a cap is set; without caps every task is submitted at once."""
+
+    def __init__(self, services: Services, reports: EngineReports, caps: Caps) -> None:
+        s = services.settings
+        self.services, self.reports, self.caps = services, reports, caps
+        self.queue = PostgresQueueView(services.pool, s.queue_aging)
+        self._key = lock_key(s.engine_url)
+
+    async def candidates(self) -> list[int]:
+        """The tasks the next decisions would admit, read without the lock (a hint: each is
+        decided again under it)."""
+        occupied = await self.queue.occupancy()
+        limit = min(HEADS_LOOKED_AT, free_slots(occupied.tasks, self.caps, HEADS_LOOKED_AT))
+        if limit == 0:
+            return []
+        heads = await self.queue.heads(limit)
+        return choose(heads, occupied.tasks, occupied.agents, self.caps)
+
+    async def admit(self, task_id: int) -> SubmitPlan | bool:
+        """The task's SubmitPlan when it is admitted now; True when it already holds a slot
+        (a retried submission); False when it waits (or has nothing left to submit)."""
+        async with self.services.pool.connection() as conn:
+            try:
+                await conn.execute("SELECT pg_advisory_lock(%s)", [self._key])
+            except psycopg.errors.LockNotAvailable:
+                return False  # another process is deciding; the sweep asks again
+            try:
+                return await self._decide(conn, task_id)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", [self._key])
+
+    async def _decide(self, conn: Any, task_id: int) -> SubmitPlan | bool:
+        head = await head_position(conn)
+        if not await self.services.runner.wait_for(head, CATCH_UP_TIMEOUT):
+            log.warning("admission.read_tables_behind", head=head)
+            return False
+        cur = await conn.execute(_STATE, [task_id])
+        row = await cur.fetchone()
+        if row is None or row[0]:
+            return row is not None
+        if not row[1]:
+            return False
+        occupied = await self.queue.occupancy(conn)
+        limit = min(HEADS_LOOKED_AT, free_slots(occupied.tasks, self.caps, HEADS_LOOKED_AT))
+        heads = await self.queue.heads(limit, conn) if limit else []
+        if task_id not in choose(heads, occupied.tasks, occupied.agents, self.caps):
+            return False
+        plan: SubmitPlan | None = await self.services.run_poll(
+            self.reports.request_submission, task_id
+        )
+        if plan is None:
+            return False
+        log.info("task.admitted", task_id=task_id, running_tasks=occupied.tasks + 1)
+        return plan
