@@ -131,3 +131,26 @@ async def test_a_worker_rides_out_an_immediate_postgres_restart(
     if keys:
         await client.delete(*keys)
     await client.aclose()
+
+
+@pytest.mark.parametrize("live", [{"duration_min": 2, "duration_max": 3}], indirect=True)
+async def test_the_api_starts_and_takes_commands_while_redis_is_down(
+    db_url: str, own_redis: OwnRedis, queue: str, live: LiveEngine, tmp_path: Path
+) -> None:
+    own_redis.stop()
+    settings = settings_for(db_url, engine_url=live.url, redis_url=own_redis.url,
+                            worker_queue=queue)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ("CI",)}
+    env.update(DATABASE_URL=db_url, REDIS_URL=own_redis.url, WORKER_QUEUE=queue,
+               ENGINE_URL=live.url, ENGINE_TIMEOUT="1", TASK_POLL_INTERVAL="1")  # fmt: skip
+    workers = Workers(env, tmp_path)
+    try:
+        async with open_services(settings) as s, open_dispatch(s), serve_api(s) as api:
+            position = await s.run_sync(load_catalog, s.app, demo_catalog())
+            assert await s.runner.wait_for(position, 10)
+            task_id = await create_task_id(api, "redis-down")  # saved; the enqueue is logged
+            own_redis.start()
+            await workers.started(workers.start())  # the sweep finds the task in the tables
+            await completed(api, task_id, workers)
+    finally:
+        workers.stop_all()
