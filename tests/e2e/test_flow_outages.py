@@ -110,6 +110,27 @@ async def test_a_worker_rides_out_redis_going_away_for_five_seconds(
 
 
 @pytest.mark.parametrize("live", [RUNNING], indirect=True)
+async def test_a_worker_rides_out_redis_refusing_writes(
+    db_url: str, own_redis: OwnRedis, queue: str, live: LiveEngine, tmp_path: Path
+) -> None:
+    """Redis answering errors (here out of memory) rather than dropping the connection: every
+    enqueue, including the sweep's, fails with an error reply for a while."""
+    async with api_and_worker(db_url, own_redis.url, queue, live, tmp_path) as (api, workers):
+        task_id = await create_task_id(api, "redis-refusing")
+        await running_with_agents(api, task_id)
+        client = aioredis.from_url(own_redis.url)
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.config_set("maxmemory", "1")
+        await asyncio.sleep(4)  # several sweeps' worth of refused enqueues
+        await client.config_set("maxmemory", "0")
+        await client.aclose()
+        task = await completed(api, task_id, workers)
+        await wait_until(lambda: logs_match(api, live, task), timeout=15)
+        assert workers.procs[0].poll() is None
+        assert "worker.redis_unavailable" in workers.log(0)
+
+
+@pytest.mark.parametrize("live", [RUNNING], indirect=True)
 async def test_a_worker_rides_out_an_immediate_postgres_restart(
     own_postgres: OwnPostgres, redis_url: str, queue: str, live: LiveEngine, tmp_path: Path
 ) -> None:

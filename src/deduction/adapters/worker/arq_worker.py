@@ -29,14 +29,9 @@ def cron_seconds(interval: float) -> set[int]:
     return set(range(0, 60, step))
 
 
-# Redis unreachable, refusing, or gone mid-command: what a restart or a network blip raises.
-REDIS_DOWN: tuple[type[BaseException], ...] = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    redis.exceptions.BusyLoadingError,
-    OSError,
-    asyncio.TimeoutError,
-)
+# Redis unreachable, gone mid-command (a connection lost during WATCH is a WatchError), or
+# answering errors (out of memory, loading): what a restart, a blip or a full Redis raises.
+REDIS_DOWN: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError, TimeoutError)
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
 
