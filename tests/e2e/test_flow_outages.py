@@ -175,3 +175,41 @@ async def test_the_api_starts_and_takes_commands_while_redis_is_down(
             await completed(api, task_id, workers)
     finally:
         workers.stop_all()
+
+
+@pytest.mark.parametrize("live", [{"duration_min": 2, "duration_max": 3}], indirect=True)
+async def test_a_worker_started_while_postgres_is_down_waits_for_it(
+    own_postgres: OwnPostgres, redis_url: str, queue: str, live: LiveEngine, tmp_path: Path
+) -> None:
+    name = f"dtest_{uuid4().hex[:12]}"
+    create_database(own_postgres.url, name)
+    db_url = with_database(own_postgres.url, name)
+    settings = settings_for(db_url, engine_url=live.url, redis_url=redis_url, worker_queue=queue)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI",)}
+    env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, WORKER_QUEUE=queue, ENGINE_URL=live.url,
+               ENGINE_TIMEOUT="1", TASK_POLL_INTERVAL="1")  # fmt: skip
+    workers = Workers(env, tmp_path)
+    try:
+        async with open_services(settings) as s, open_dispatch(s), serve_api(s) as api:
+            position = await s.run_sync(load_catalog, s.app, demo_catalog())
+            assert await s.runner.wait_for(position, 10)
+            task_id = await create_task_id(api, "worker-waits")
+            await asyncio.to_thread(own_postgres.stop, False)
+            workers.start()
+
+            async def waiting() -> bool:
+                assert workers.procs[0].poll() is None, workers.log(0)[-3000:]
+                return "worker.database_unavailable" in workers.log(0)
+
+            await wait_until(waiting, timeout=30, interval=0.2)
+            await asyncio.sleep(2)
+            await asyncio.to_thread(own_postgres.start)
+            await workers.started(0)
+            await completed(api, task_id, workers)
+    finally:
+        workers.stop_all()
+        client = aioredis.from_url(redis_url)
+        keys = [k async for k in client.scan_iter(match=f"*{queue}*")]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
