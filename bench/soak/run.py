@@ -4,8 +4,8 @@ of HTTP commands and reads, while workers, the API, PostgreSQL, Redis and the En
 killed or restarted at random moments. Afterwards it waits for quiescence and checks the
 stored record against the Engine's own: see README "Reliability".
 
-SOAK_MINUTES (default 12) sets the length; fault counts scale with it (the default run
-injects 54 worker kills, 12 API kills, 12 PostgreSQL restarts, 12 Redis restarts and 6
+SOAK_MINUTES (default 10) sets the length; fault counts scale with it (the default run
+injects 55 worker kills, 11 API kills, 11 PostgreSQL restarts, 11 Redis restarts and 6
 Engine restarts). SOAK_SEED fixes the random choices.
 """
 
@@ -36,8 +36,8 @@ from bench.soak.servers import OwnPostgres, OwnRedis, free_port
 from deduction.adapters.postgres import create_database, with_database
 from deduction.domain.ids import to_uuid
 
-# Faults per minute of soak: the default 12 minutes give 54, 12, 12, 12 and 6.
-FAULT_RATES = {"worker": 4.5, "api": 1.0, "postgres": 1.0, "redis": 1.0, "engine": 0.5}
+# Faults per minute of soak: the default 10 minutes give 55, 11, 11, 11 and 6.
+FAULT_RATES = {"worker": 5.5, "api": 1.1, "postgres": 1.1, "redis": 1.1, "engine": 0.6}
 API = "/api/v1/deduction"
 ENGINE_ARGS = ["--seed", "11", "--duration", "15:40", "--log-rate", "3", "--fail-rate", "0.1",
                "--error-rate", "0.03", "--stall-rate", "0.01", "--stall-seconds", "4",
@@ -521,7 +521,7 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    minutes = float(os.environ.get("SOAK_MINUTES", "12"))
+    minutes = float(os.environ.get("SOAK_MINUTES", "10"))
     seed = int(os.environ.get("SOAK_SEED", "1"))
     soak = Soak(minutes, seed)
     print(f"soak: {minutes} min, seed {seed}, in {soak.dir}", flush=True)
