@@ -19,10 +19,10 @@ from bench.soak.servers import OwnPostgres, OwnRedis
 from deduction.adapters.postgres import create_database, with_database
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.bootstrap import open_dispatch, open_services
-from tests.e2e.test_flow_workers import Workers
 from tests.support.api import TASK, Api, create_task_id, serve_api, settings_for, task_detail
 from tests.support.engine import LiveEngine, logs_match
 from tests.support.waits import wait_until
+from tests.support.workers import Workers
 
 pytestmark = pytest.mark.redis
 RUNNING = {"duration_min": 12, "duration_max": 14, "log_rate": 5.0}
