@@ -192,7 +192,7 @@ class Soak:
         with contextlib.suppress(Exception):
             self.redis.stop()
         with contextlib.suppress(Exception):
-            self.pg.stop()
+            self.pg.stop(remove=not keep)
         if not keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -560,5 +560,5 @@ def main() -> int:
     finally:
         soak.stop(keep=failed)
         if failed:
-            print(f"logs kept in {soak.dir}")
+            print(f"logs kept in {soak.dir}, the database in {soak.pg.workdir}")
     return 1 if failed else 0
