@@ -38,7 +38,10 @@ bench: $(STAMP) ## run the benchmarks beside their baselines; writes bench/resul
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk not installed: using the Python load generator"
 	$(PY) -m bench.run $(BENCH)
 
+soak: $(STAMP) ## fault soak (SOAK_MINUTES, default 10): kills and restarts under load, then checks; writes bench/results/soak.json
+	$(PY) -m bench.soak
+
 clean: ## remove the virtualenv and local data
 	rm -rf $(VENV) .data
 
-.PHONY: help install lock lint run test bench clean
+.PHONY: help install lock lint run test bench soak clean

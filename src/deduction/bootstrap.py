@@ -187,9 +187,13 @@ async def open_dispatch(services: Services) -> AsyncIterator[Dispatcher]:
 
     s = services.settings
     if s.redis_url:
-        from arq.connections import RedisSettings, create_pool
+        from arq.connections import ArqRedis
+        from redis.asyncio import ConnectionPool
 
-        redis = await create_pool(RedisSettings.from_dsn(s.redis_url))
+        # Connected on first use, not at start: the API serves (and saves commands, which the
+        # sweep picks up) while Redis is down; a failed enqueue is logged (dispatch.failed).
+        redis = ArqRedis(ConnectionPool.from_url(s.redis_url, socket_connect_timeout=2,
+                                                 socket_timeout=5))  # fmt: skip
         services.dispatcher = JobDispatcher(arq_enqueuer(redis, s.worker_queue))
         try:
             yield services.dispatcher

@@ -177,11 +177,10 @@ async def _projector(settings: Settings) -> int:
 
 
 def _worker(settings: Settings) -> int:
-    from arq.worker import run_worker
-
+    from deduction.adapters.worker.arq_worker import ResilientWorker
     from deduction.bootstrap import arq_worker_settings
 
-    run_worker(arq_worker_settings(settings))
+    ResilientWorker(**arq_worker_settings(settings)).run()
     return 0
 
 

@@ -11,6 +11,7 @@ from deduction.adapters.worker import InProcessWorker, purge_logs, sweep
 from deduction.application.services import Services
 from deduction.bootstrap import open_dispatch, open_services
 from deduction.domain.logs import log_stream_id
+from deduction.projections.tasks import PostgresTaskView
 from tests.support.api import settings_for
 from tests.support.engine import LiveEngine, live_engine, monitor_for, run_to_end
 from tests.support.plan import create_task, new_task
@@ -119,3 +120,29 @@ async def test_the_in_process_worker_runs_a_task_and_never_queues_a_job_twice(
     assert await worker.enqueue("poll_task", 2) and await worker.enqueue("send_stop", 1)
     with pytest.raises(LookupError):
         await worker.enqueue("no_such_job", 1)
+
+
+async def test_a_stopped_task_is_read_once_more_however_late_its_stop_was_delivered(
+    services: Services,
+) -> None:
+    """The last read of an ended task's logs is due until every agent the Engine ran is
+    drained, not only within a minute of the end: a stop delivered late (workers or Redis down
+    meanwhile) still gets the lines written before it."""
+    async with live_engine(duration_min=30, duration_max=30) as live, \
+            monitor_for(services, live.url) as monitor:  # fmt: skip
+        app = services.app
+        task_id = await services.run_sync(create_task, app, new_task("stopped-late"))
+        await monitor.submit_task(task_id)
+        await wait_until(lambda: monitor.poll_task(task_id), timeout=5)
+        await services.run_sync(app.request_stop, task_id, "alice")
+        engine_task_id = await services.run_sync(monitor.reports.plan_stop, task_id)
+        await monitor.engine.stop(engine_task_id)
+        await services.run_sync(monitor.reports.record_stop_delivered, task_id)
+        # ... and the worker dies before its read of the last lines
+        await settled(services)
+        view = PostgresTaskView(services.pool)
+        rows = {row.id: row for row in await view.open_tasks(recent_seconds=0)}
+        assert task_id in rows and rows[task_id].recently_ended  # as if the end was long ago
+        await monitor.poll_task(task_id)  # reads every agent's logs to the end
+        await settled(services)
+        assert task_id not in {row.id for row in await view.open_tasks(recent_seconds=0)}

@@ -247,14 +247,24 @@ _DETAIL_JSON = (
     .as_string(None)
 )  # rendered once: composing it per request cost a third of the CPU
 _EXISTS = sql.SQL("SELECT 1 FROM deduction_task WHERE id = %s")
-_OPEN_TASKS = """
-SELECT id, status, engine_task_id IS NOT NULL, submission_attempts > 0, stop_requested, stop_delivered, pending_updates,
-       coalesce(end_time > now() - make_interval(secs => %(recent)s), false)
-FROM deduction_task
-WHERE status IN ('pending', 'running')
-   OR (status = 'stopped' AND stop_requested AND NOT stop_delivered AND engine_task_id IS NOT NULL)
-   OR end_time > now() - make_interval(secs => %(recent)s)
-ORDER BY id
+# An ended task the Engine ran is read once more until every agent has had its last lines
+# read (agent_execution_log_drained; a poll pairs agents first if needed), for up to DRAIN_HORIZON after it ended — not only for
+# `recent` seconds, which a stop delivered late (workers or Redis down meanwhile) outlasts.
+DRAIN_HORIZON = 3600.0
+_DUE = """(coalesce(t.end_time > now() - make_interval(secs => %(recent)s), false)
+   OR (t.end_time > now() - make_interval(secs => %(horizon)s) AND EXISTS (
+       SELECT 1 FROM agent_execution a WHERE a.deduction_task_id = t.id
+       AND t.engine_task_id IS NOT NULL AND NOT EXISTS (
+           SELECT 1 FROM agent_execution_log_drained d WHERE d.agent_execution_id = a.id))))"""
+_OPEN_TASKS = f"""
+SELECT t.id, t.status, t.engine_task_id IS NOT NULL, t.submission_attempts > 0,
+       t.stop_requested, t.stop_delivered, t.pending_updates, {_DUE}
+FROM deduction_task t
+WHERE t.status IN ('pending', 'running')
+   OR (t.status = 'stopped' AND t.stop_requested AND NOT t.stop_delivered
+       AND t.engine_task_id IS NOT NULL)
+   OR {_DUE}
+ORDER BY t.id
 """
 
 
@@ -317,7 +327,10 @@ class PostgresTaskView:
         return None if row is None else row[0].encode()
 
     async def open_tasks(self, recent_seconds: float) -> list[OpenTaskRow]:
-        """Tasks pending or running, stopped but not yet told, or ended within `recent_seconds`."""
+        """Tasks pending or running, stopped but not yet told, or ended within `recent_seconds`
+        or with logs not yet read to the end (within DRAIN_HORIZON)."""
         async with self._pool.connection() as conn:
-            cur = await conn.execute(_OPEN_TASKS, {"recent": recent_seconds})
+            cur = await conn.execute(
+                _OPEN_TASKS, {"recent": recent_seconds, "horizon": DRAIN_HORIZON}
+            )
             return [OpenTaskRow(*row) for row in await cur.fetchall()]
