@@ -81,16 +81,19 @@ def worker_main() -> None:
     kwargs["functions"].append(func(sweep, name="sweep", timeout=timeout, keep_result=0))
     kwargs["health_check_key"] = f"{settings.worker_queue}:health-check:{os.getpid()}"
     kwargs["health_check_interval"] = 0.5  # the jobs each worker ran, read after the cycles
-    kwargs["poll_delay"] = 0.02  # this bench times cycles: a job is picked up at once
     run_worker(kwargs)
 
 
 @contextlib.contextmanager
 def workers(count: int, env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
     procs = [
-        subprocess.Popen([sys.executable, "-m", "bench.poll_workers", "worker"],
-                         env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.poll_workers", "worker"],
+            env={**os.environ, **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
         for _ in range(count)
     ]
     try:
@@ -151,8 +154,11 @@ async def cycle(redis: Any, queue: str, pids: list[int]) -> tuple[float, float]:
         await asyncio.sleep(0.01)
         if await redis.zcard(queue):
             continue
-        running = [k async for k in redis.scan_iter(f"arq:in-progress:{queue}:*", count=1000)
-                   if b":purge_logs" not in k]  # a cron job's mark outlives it
+        running = [
+            k
+            async for k in redis.scan_iter(f"arq:in-progress:{queue}:*", count=1000)
+            if b":purge_logs" not in k
+        ]  # a cron job's mark outlives it
         if not running and not await redis.zcard(queue):
             break
     return time.perf_counter() - start, cpu_seconds(pids) - cpu0
