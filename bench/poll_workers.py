@@ -31,7 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import uuid4
 
@@ -84,19 +84,23 @@ def worker_main() -> None:
     run_worker(kwargs)
 
 
-@contextlib.contextmanager
-def workers(count: int, env: dict[str, str]) -> Iterator[list[subprocess.Popen[bytes]]]:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "bench.poll_workers", "worker"],
-            env={**os.environ, **env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        for _ in range(count)
-    ]
+def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bench.poll_workers", "worker"],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def workers(
+    count: int, env: dict[str, str], redis: Any, queue: str
+) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
+    """`count` worker processes, each started once the one before is up (workers starting
+    at the same instant race to create the event store's tables)."""
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        for _ in range(count):
+            procs.append(spawn(env))
+            await wait_started(redis, queue, procs[-1])
         yield procs
     finally:
         for p in procs:
@@ -122,16 +126,15 @@ async def jobs_run(redis: Any, queue: str, pids: list[int]) -> dict[str, int]:
     return totals
 
 
-async def wait_started(redis: Any, queue: str, procs: list[subprocess.Popen[bytes]]) -> None:
+async def wait_started(redis: Any, queue: str, proc: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 120
-    for p in procs:
-        while not await redis.exists(f"{queue}:health-check:{p.pid}"):
-            if p.poll() is not None:
-                err = p.stderr.read().decode()[-2000:] if p.stderr else ""
-                raise RuntimeError(f"a worker exited: {err}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the workers did not start within 120 s")
-            await asyncio.sleep(0.1)
+    while not await redis.exists(f"{queue}:health-check:{proc.pid}"):
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode()[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"a worker exited: {err}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("a worker did not start within 120 s")
+        await asyncio.sleep(0.1)
 
 
 # -- one cycle -------------------------------------------------------------------------------
@@ -188,9 +191,8 @@ async def measure(database_url: str, engine_url: str, redis: str, tasks: int, ru
             print(f"   {tasks} tasks set up in {time.perf_counter() - started:.1f}s",
                   file=sys.stderr, flush=True)  # fmt: skip
             for count in (1, 2):
-                with workers(count, env) as procs:
+                async with workers(count, env, pool, queue) as procs:
                     pids = [p.pid for p in procs]
-                    await wait_started(pool, queue, procs)
                     out["first_cycle"][count] = round((await cycle(pool, queue, pids))[0], 3)
                     walls, cpus = [], []
                     last = time.perf_counter()
