@@ -14,6 +14,7 @@ from bench.common import RESULTS, Result, write_result
 BENCHMARKS = (
     "log_ingestion",
     "poll_capacity",
+    "poll_workers",
     "task_detail_reads",
     "log_queries",
     "commands",

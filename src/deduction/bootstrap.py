@@ -151,17 +151,14 @@ async def open_worker_context(
     services: Services, enqueue: Callable[..., Any]
 ) -> AsyncIterator[dict[str, Any]]:
     """What the jobs find in ctx: the monitor (HttpEngine behind it), the read pool, settings."""
-    import aiohttp
-
-    from deduction.adapters.engine import CircuitBreaker, HttpEngine
+    from deduction.adapters.engine import CircuitBreaker, HttpEngine, engine_session
     from deduction.adapters.event_store import event_streams_for
     from deduction.adapters.worker.admission import Admission, caps_of
     from deduction.application.monitor import TaskMonitor
     from deduction.application.reports import EngineReports
 
     s = services.settings
-    connector = aiohttp.TCPConnector(limit=100, limit_per_host=100)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with engine_session(limit=100) as session:
         # While the circuit is open, one probe per poll interval finds out that it is back.
         breaker = CircuitBreaker(threshold=5, cooldown=min(30.0, s.task_poll_interval))
         engine = HttpEngine(session, s.engine_url, s.engine_timeout, breaker=breaker)

@@ -42,6 +42,10 @@ def test_poll_capacity(tmp_path: Path) -> None:
     check("poll_capacity", tmp_path)
 
 
+def test_poll_workers(tmp_path: Path) -> None:
+    check("poll_workers", tmp_path)
+
+
 def test_task_detail_reads(tmp_path: Path) -> None:
     check("task_detail_reads", tmp_path)
 

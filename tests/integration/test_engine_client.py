@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from deduction.adapters.engine import CircuitBreaker, HttpEngine, RetryPolicy
+from deduction.adapters.engine import CircuitBreaker, HttpEngine, RetryPolicy, engine_session
 from deduction.application.ports import (
     EngineProtocolError,
     EngineRejectedError,
@@ -37,6 +37,7 @@ class Scripted:
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.requests.append({"method": request.method, "path": request.raw_path,
+                              "query": list(request.query.items()),
                               "headers": dict(request.headers), "body": body})  # fmt: skip
         status, body, delay = self.replies[0] if len(self.replies) == 1 else self.replies.popleft()
         await asyncio.sleep(delay)
@@ -66,7 +67,7 @@ class FakeClock:
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
+    async with engine_session() as s:
         yield s
 
 
@@ -215,3 +216,71 @@ async def test_a_dead_engine_is_unavailable(session) -> None:
     engine = HttpEngine(session, f"http://127.0.0.1:{free_port()}", 1, retry=FAST_RETRY)
     with pytest.raises(EngineUnavailableError, match="Connect"):
         await engine.task_status("t1")
+
+
+async def test_a_since_is_sent_percent_encoded_and_arrives_as_it_was(server, session) -> None:
+    """`:` is sent as it is (allowed in a query); a `+` (an offset) must not arrive as a space,
+    nor `&`, `#` or a space split or cut the query."""
+    scripted, url = server
+    scripted.script(ok({"logs": []}))
+    engine = HttpEngine(session, url, 2)
+    for since in ("2025-01-01T00:00:00.000Z", "2025-01-01T02:00:00.5+02:00", "a&limit=1 #é"):
+        await engine.agent_logs("a/1", since, 50)
+        sent = scripted.requests[-1]
+        assert sent["query"] == [("since", since), ("limit", "50")]  # as the server reads it
+        assert sent["path"].startswith("/engine/agent/a%2F1/logs?since=")
+    assert scripted.requests[0]["path"].endswith("?since=2025-01-01T00:00:00.000Z&limit=50")
+    assert "since=2025-01-01T02:00:00.5%2B02:00&" in scripted.requests[1]["path"]
+
+
+async def test_a_log_page_keeps_its_good_lines_beside_a_line_that_breaks_the_contract(
+    server, session
+) -> None:
+    scripted, url = server
+    good = {"timestamp": "2025-01-01T00:00:00.000Z", "level": "info", "message": "one"}
+    bad = {"level": "info", "message": "no time"}
+    engine = HttpEngine(session, url, 2)
+    pages = []
+    for logs in ([good, {**good, "message": "two"}], [good, bad, {**good, "message": "three"}]):
+        scripted.script(ok({"logs": logs}))
+        pages.append(await engine.agent_logs("a1", None))
+        assert pages[-1].size == len(scripted.replies[0][1])  # the answer's bytes: the budget
+    assert [e.message for e in pages[0].entries if not isinstance(e, bytes)] == ["one", "two"]
+    assert [e if isinstance(e, bytes) else e.message for e in pages[1].entries] == [
+        "one", msgspec.json.encode(bad), "three"]  # fmt: skip
+
+
+@pytest.mark.parametrize("how", ["gzip", "chunked"])
+async def test_a_body_that_outgrows_the_bound_unannounced_is_refused(session, how: str) -> None:
+    """A compressed body (its Content-Length is the compressed size) or a chunked one (no
+    length) is counted as it is read."""
+    body = msgspec.json.encode({"logs": [{"timestamp": "2025-01-01T00:00:00Z",
+                                          "message": "x" * 50_000}]})  # fmt: skip
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        if how == "gzip":
+            response = web.Response(body=body, content_type="application/json")
+            response.enable_compression(web.ContentCoding.gzip)
+            return response
+        stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        for at in range(0, len(body), 4096):
+            await stream.write(body[at : at + 4096])
+        await stream.write_eof()
+        return stream
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        with pytest.raises(EngineProtocolError, match="exceeds 8192 bytes"):
+            await HttpEngine(session, url, 2, max_response_bytes=8192).agent_logs("a1", None)
+        page = await HttpEngine(session, url, 2).agent_logs("a1", None)  # within the bound
+        assert len(page.entries) == 1 and not isinstance(page.entries[0], bytes)
+    finally:
+        await runner.cleanup()

@@ -281,3 +281,30 @@ async def test_one_poll_reads_a_bounded_number_of_log_bytes_and_the_next_goes_on
     assert lines >= 2 * 150
     assert max(reads_per_poll) <= 2, reads_per_poll  # two agents, one answer each
     assert len(reads_per_poll) > lines // (2 * 20)  # at most a page of 20 lines per agent
+
+
+async def test_a_poll_starts_from_what_other_processes_saved_after_its_last_poll(
+    services: Services, app: Any
+) -> None:
+    """A worker keeps each task's state from one poll to the next; another worker's poll and
+    a stop saved by another process in between are in its next plan, and its save holds."""
+    async with live_engine(duration_min=30.0, duration_max=30.0, log_rate=20.0) as live, \
+            monitor_for(services, live.url) as first, \
+            monitor_for(services, live.url) as second:  # fmt: skip
+        task_id = await services.run_sync(create_task, services.app)
+        await first.submit_task(task_id)
+        await first.poll_task(task_id)  # `first` keeps the task's state from here
+        await asyncio.sleep(0.2)
+        assert (await second.poll_task(task_id)) is not None  # a poll by another worker
+        await asyncio.to_thread(app.request_stop, task_id, "tester")  # another process
+
+        plan = await services.run_sync(first.reports.plan_poll, task_id)
+        assert plan is not None and plan.stop_pending
+        kept, fresh = plan.loaded, await services.run_sync(first.reports.load, task_id)
+        assert [a.version for a in (kept[0], *kept[1])] == [
+            a.version for a in (fresh[0], *fresh[1])]  # fmt: skip
+        assert kept[2] == fresh[2]  # the log cursors, and the versions of their streams
+
+        await asyncio.sleep(0.2)
+        outcome = await first.poll_task(task_id)
+        assert outcome is not None and outcome.needs_stop

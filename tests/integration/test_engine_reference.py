@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
-from deduction.adapters.engine import HttpEngine, RetryPolicy
+from deduction.adapters.engine import HttpEngine, RetryPolicy, engine_session
 from deduction.application.ports import EngineRejectedError, EngineUnavailableError
 from deduction.reference_engine.server import ReferenceEngine
 from deduction.reference_engine.simulation import Knobs, Simulation
@@ -111,7 +110,7 @@ def test_since_is_inclusive_or_exclusive_as_configured() -> None:
 @pytest.fixture
 async def engine() -> AsyncIterator[tuple[LiveEngine, HttpEngine]]:
     async with live_engine(duration_min=60, duration_max=60) as live, \
-            aiohttp.ClientSession() as session:  # fmt: skip
+            engine_session() as session:  # fmt: skip
         yield live, HttpEngine(session, live.url, 2, retry=RetryPolicy(attempts=1))
 
 

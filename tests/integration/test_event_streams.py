@@ -46,3 +46,36 @@ def test_the_bulk_reader_loads_what_the_repository_and_recorder_load(app: Deduct
     assert got[to_uuid(red)].progress == 30
     assert heads == want_heads
     assert [(h.version, h.cursor) for h in heads.values()] == [(2, newest)]
+
+
+def test_what_came_after_known_versions_is_read_as_the_recorder_reads_it(
+    app: DeductionApp,
+) -> None:
+    """Events after the versions a caller holds, and log heads past a version: the bulk
+    reader answers as the library's public API, and leaves out what did not move."""
+    task_id = create_task(app)
+    red, blue = app.get_task(task_id).execution_ids
+    execution = app.get_execution(red)
+    held = execution.version
+    execution.change_status("running", "engine")
+    execution.report_progress(40)
+    app.save(execution)
+    cursor = {"ts": "2025-11-12T08:00:00Z", "n": 1}
+    app.save(ExecutionLog.batch(1, red, task_id, [_line("a")], cursor))
+    versions = {to_uuid(task_id): app.get_task(task_id).version, to_uuid(red): held,
+                to_uuid(blue): app.get_execution(blue).version}  # fmt: skip
+    heads_after = {log_stream_id(red): 0, log_stream_id(blue): 0}
+
+    bulk = event_streams_for(app)
+    assert bulk is not None
+    got, heads = bulk.read_after(versions, heads_after)
+    want, want_heads = RepositoryStreams(app).read_after(versions, heads_after)
+
+    def kinds(events: dict[Any, list[Any]]) -> dict[Any, list[tuple[str, int]]]:
+        return {k: [(type(e).__name__, e.originator_version) for e in v] for k, v in events.items()}
+
+    assert kinds(got) == kinds(want) == {
+        to_uuid(red): [("StatusChanged", held + 1), ("ProgressReported", held + 2)]}  # fmt: skip
+    assert heads == want_heads and [(h.version, h.cursor) for h in heads.values()] == [(1, cursor)]
+    later, unmoved = bulk.read_after(versions, {log_stream_id(red): 1})
+    assert kinds(later) == kinds(got) and unmoved == {}  # the head is at the version held

@@ -7,10 +7,9 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from psycopg import AsyncConnection
 
-from deduction.adapters.engine import HttpEngine
+from deduction.adapters.engine import HttpEngine, engine_session
 from deduction.adapters.event_store import event_streams_for
 from deduction.application.monitor import TaskMonitor
 from deduction.application.reports import EngineReports
@@ -97,7 +96,7 @@ async def monitor_for(
     services: Services, url: str, *, timeout: float = 2.0, deadline: float = 300.0, **kw: Any
 ) -> AsyncIterator[TaskMonitor]:
     """A TaskMonitor over the real HttpEngine and the test's application."""
-    async with aiohttp.ClientSession() as session:
+    async with engine_session() as session:
         engine = HttpEngine(session, url, timeout, **kw)
         reports = EngineReports(
             services.app,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -152,18 +152,18 @@ def ingest(
             return Ingested([], 0, None, cursor, False, verdict)
     if fresh:
         short = size < cursor.page and not truncated  # shorter than a page: nothing cut off
-        cursor = replace(cursor, page=max(cursor.page, size))
+        cursor = _with(cursor, page=max(cursor.page, size))
         lines = [line for _, _, line, _ in fresh if line is not None]
         skipped = len(fresh) - len(lines)
         cursor, gap = _close_gap(cursor, fresh, attempt)
         return Ingested(lines, skipped, gap, _advance(cursor, fresh), not short, short)
-    cursor = replace(cursor, page=max(cursor.page, size))
+    cursor = _with(cursor, page=max(cursor.page, size))
     if not full or cursor.ts is None:
         return _nothing_new(cursor, not truncated)
     if cursor.stalls < 1:
-        return Ingested([], 0, None, replace(cursor, stalls=cursor.stalls + 1), False, False)
+        return Ingested([], 0, None, _with(cursor, stalls=cursor.stalls + 1), False, False)
     if not cursor.capped:  # a full answer twice: read from the start, which a cut keeps short
-        return Ingested([], 0, None, replace(cursor, probing=True), True, False)
+        return Ingested([], 0, None, _with(cursor, probing=True), True, False)
     return _skip(cursor, attempt)
 
 
@@ -171,18 +171,18 @@ def _probed(cursor: Cursor, size: int, ended: bool) -> tuple[Cursor, bool | None
     """What a read from the start shows: fewer lines than are stored is a cut (the page
     size); more than any answer before is no cut (complete); as many leaves it open, and is
     taken for a cut once the agent has ended. None: go on to skip the full instant."""
-    cursor = replace(cursor, probing=False)
+    cursor = _with(cursor, probing=False)
     if size < cursor.count or (size == cursor.count == cursor.page and ended):
-        return replace(cursor, capped=True, page=size), None
+        return _with(cursor, capped=True, page=size), None
     if size > cursor.page:
-        return replace(cursor, page=size, stalls=0), True
-    return replace(cursor, stalls=0), False
+        return _with(cursor, page=size, stalls=0), True
+    return _with(cursor, stalls=0), False
 
 
 def _nothing_new(cursor: Cursor, done: bool) -> Ingested:
     if done and cursor.gap_start is not None:  # no numbered line followed
         return Ingested([], 0, _open_gap(cursor, None), _closed(cursor), True, False)
-    return Ingested([], 0, None, replace(cursor, stalls=0), False, done)
+    return Ingested([], 0, None, _with(cursor, stalls=0), False, done)
 
 
 def _open_gap(cursor: Cursor, lines: int | None) -> Gap:
@@ -191,7 +191,7 @@ def _open_gap(cursor: Cursor, lines: int | None) -> Gap:
 
 
 def _closed(cursor: Cursor) -> Cursor:
-    return replace(cursor, stalls=0, gap_seq=None, gap_start=None, gap_end=None, gap_read=0)
+    return _with(cursor, stalls=0, gap_seq=None, gap_start=None, gap_end=None, gap_read=0)
 
 
 def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
@@ -249,7 +249,7 @@ def _learn(cursor: Cursor, asked: str | None, items: list[Item]) -> tuple[Cursor
         return cursor, False
     times = _timed(items)
     if times and min(times) < stored_ts_of(asked):
-        cursor = replace(cursor, grain=max(cursor.grain, _grain(asked, min(times))))
+        cursor = _with(cursor, grain=max(cursor.grain, _grain(asked, min(times))))
     ts = cursor.ts
     if (
         ts is None
@@ -260,9 +260,9 @@ def _learn(cursor: Cursor, asked: str | None, items: list[Item]) -> tuple[Cursor
     ):
         return cursor, False
     if ts in times:
-        return replace(cursor, mode="inclusive"), False
+        return _with(cursor, mode="inclusive"), False
     if not times or max(times) > ts:
-        return replace(cursor, mode="exclusive"), True
+        return _with(cursor, mode="exclusive"), True
     return cursor, False
 
 
@@ -317,7 +317,7 @@ def _close_gap(cursor: Cursor, fresh: list[Item], attempt: int) -> tuple[Cursor,
         return _closed(cursor), _open_gap(cursor, None)
     first = next((i for i, item in enumerate(fresh) if item[3] is not None), None)
     if first is None:
-        return replace(cursor, gap_read=cursor.gap_read + len(fresh)), None
+        return _with(cursor, gap_read=cursor.gap_read + len(fresh)), None
     seq = fresh[first][3]
     assert seq is not None
     hidden = seq - cursor.gap_seq - 1 - first - cursor.gap_read  # unnumbered lines were read
@@ -328,22 +328,28 @@ def _close_gap(cursor: Cursor, fresh: list[Item], attempt: int) -> tuple[Cursor,
 
 
 def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
-    newest = max(eff for eff, *_ in fresh)
-    at_newest = Counter(fp for eff, fp, _, _ in fresh if eff == newest)
+    newest = max(item[0] for item in fresh)
+    at_newest: Counter[str] = Counter()
+    last_seq, broken = None, 0  # the last number read, and the broken lines read after it
+    for eff, fp, line, seq in fresh:
+        if eff == newest:
+            at_newest[fp] += 1
+        if seq is not None:
+            last_seq, broken = seq, 0
+        elif line is None:
+            broken += 1
     # lines read at a gap's end without a time of their own follow those stored before it
     past_gap = cursor.after is not None and newest == stored_ts_of(cursor.after)
     tail = Counter(cursor.tail) + at_newest if newest == cursor.ts or past_gap else at_newest
-    seqs = [seq for *_, seq in fresh if seq is not None]
-    last = max((i for i, item in enumerate(fresh) if item[3] is not None), default=-1)
-    broken = sum(line is None for _, _, line, _ in fresh[last + 1 :])
-    unnumbered = broken if seqs else cursor.unnumbered + broken
+    unnumbered = broken if last_seq is not None else cursor.unnumbered + broken
     # `ts` at a gap's end is no line's time: lines without one opening an answer are still
     # placed past the gap, and told from those stored there by the tail
     after = cursor.after if cursor.after and newest <= stored_ts_of(cursor.after) else None
     stamped = max(_timed(fresh), default=cursor.stamped)
-    return replace(cursor, ts=newest, tail=dict(tail), seq=seqs[-1] if seqs else cursor.seq,
-                   after=after, stalls=0, count=cursor.count + len(fresh),
-                   unnumbered=unnumbered, stamped=stamped)  # fmt: skip
+    return _with(cursor, ts=newest, tail=dict(tail),
+                 seq=last_seq if last_seq is not None else cursor.seq, after=after, stalls=0,
+                 count=cursor.count + len(fresh), unnumbered=unnumbered,
+                 stamped=stamped)  # fmt: skip
 
 
 def _skip(cursor: Cursor, attempt: int) -> Ingested:
@@ -360,14 +366,22 @@ def _skip(cursor: Cursor, attempt: int) -> Ingested:
     end = after
     if cursor.grain > 1:  # the boundary instant itself is lost if the Engine is exclusive,
         end = stored_ts_of(rfc3339_short(parse_time(after) + ONE_US))  # which no read shows
-    moved = replace(cursor, after=after, stalls=0, gap_end=end)
+    moved = _with(cursor, after=after, stalls=0, gap_end=end)
     if cursor.gap_start is not None:
         return Ingested([], 0, None, moved, True, False)
     start = cursor.stamped or cursor.ts  # lines without a time stored since are in it too
-    moved = replace(moved, gap_start=min(start, cursor.ts), gap_attempt=attempt, gap_read=0)
+    moved = _with(moved, gap_start=min(start, cursor.ts), gap_attempt=attempt, gap_read=0)
     if cursor.seq is not None:  # the numbering of the next line read gives the exact size
-        moved = replace(moved, gap_seq=cursor.seq + cursor.unnumbered)  # broken ones were read
+        moved = _with(moved, gap_seq=cursor.seq + cursor.unnumbered)  # broken ones were read
     return Ingested([], 0, None, moved, True, False)
+
+
+def _with(cursor: Cursor, **changes: Any) -> Cursor:
+    """`dataclasses.replace` for a Cursor, without its per-call field introspection (a
+    poll makes a few per agent and read)."""
+    new = object.__new__(Cursor)
+    new.__dict__.update(cursor.__dict__, **changes)
+    return new
 
 
 def batches(items: list[T], size: int) -> list[list[T]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from deduction.domain.text import (
 from deduction.domain.times import parse_time, rfc3339
 
 _canonical = msgspec.json.Encoder(order="sorted")
+_SHORT_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(?:\d{3})?Z", re.ASCII)
 
 Line = dict[str, Any]
 
@@ -49,9 +51,7 @@ def stored_ts_of(raw: str | float) -> str:
     RFC 3339 UTC with `Z` (`...:SS.fffZ` or `...:SS.ffffffZ`, what most Engines send) is
     checked by `fromisoformat` and re-written by slicing; anything else goes the long way.
     """
-    if type(raw) is str and raw[-1:] == "Z" and raw[19:20] == "." and len(raw) in (24, 27) \
-            and raw[4] == "-" and raw[7] == "-" and raw[10] == "T" and raw[13] == ":" \
-            and raw[16] == ":":  # fmt: skip
+    if type(raw) is str and _SHORT_UTC.fullmatch(raw):
         datetime.fromisoformat(raw)  # validates every field (raises ValueError)
         return raw if len(raw) == 27 else raw[:23] + "000Z"
     return rfc3339(parse_time(raw))

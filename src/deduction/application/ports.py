@@ -3,7 +3,7 @@ event store's bulk reads and the Engine (with the shapes of its answers)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
@@ -74,6 +74,14 @@ class EventStreams(Protocol):
     ) -> tuple[dict[UUID, Any], dict[UUID, StreamHead]]:
         """The aggregates with these ids (absent ones left out), and the head of each of the
         `newest_of` log streams (empty streams left out)."""
+        ...
+
+    def read_after(
+        self, versions: Mapping[UUID, int], heads_after: Mapping[UUID, int]
+    ) -> tuple[dict[UUID, list[Any]], dict[UUID, StreamHead]]:
+        """What was saved after versions the caller holds: each aggregate's later domain
+        events, oldest first (aggregates with none left out), and the head of each log
+        stream whose newest event is past the given version (others left out)."""
         ...
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar
@@ -43,6 +45,7 @@ from deduction.domain.times import iso_utc, utc_now
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 _KNOWN_TASKS = 100_000  # execution ids remembered per task (they never change)
+_KEPT_STATES = 5_000  # tasks whose state after their last poll is kept for the next one
 Loaded = tuple[DeductionTask, list[AgentExecution], dict[int, tuple[int, Cursor]]]
 
 
@@ -80,6 +83,17 @@ class RepositoryStreams:
                 heads[stream_id] = StreamHead(stored[0].originator_version, cursor)
         return aggregates, heads
 
+    def read_after(
+        self, versions: Mapping[UUID, int], heads_after: Mapping[UUID, int]
+    ) -> tuple[dict[UUID, list[Any]], dict[UUID, StreamHead]]:
+        events: dict[UUID, list[Any]] = {}
+        for aggregate_id, version in versions.items():
+            later = list(self.app.events.get(aggregate_id, gt=version))
+            if later:
+                events[aggregate_id] = later
+        _, heads = self.load([], list(heads_after))
+        return events, {k: h for k, h in heads.items() if h.version > heads_after[k]}
+
 
 class EngineReports:
     """The service layer for Engine reports: load aggregates, apply, save once; on a
@@ -104,6 +118,12 @@ class EngineReports:
         self.missing_grace = run_missing_grace
         self.streams: EventStreams = streams or RepositoryStreams(app)
         self._execution_ids: dict[int, list[int]] = {}
+        # Each task's aggregates and log cursors as this process's last poll saved them: the
+        # next poll reads only what was saved after them (usually nothing) instead of every
+        # event of every execution. A poll takes its task's entry out while it runs, so no
+        # two polls share an aggregate, and puts it back only once its save succeeded.
+        self._kept: OrderedDict[int, Loaded] = OrderedDict()
+        self._kept_lock = threading.Lock()
         # A shared transaction carries about as much as one busy poll did on its own.
         self._group_save = GroupSave(app.save, weigh=_weight, max_weight=5000)
 
@@ -152,6 +172,34 @@ class EngineReports:
             cursors[e] = (0, Cursor()) if head is None else (
                 head.version, Cursor.from_dict(head.cursor))  # fmt: skip
         return task, executions, cursors
+
+    def _take(self, task_id: int) -> Loaded:
+        """The task as the last poll left it, brought up to date by one read of what was
+        saved since (other processes' commands and polls); a full load if none is kept."""
+        with self._kept_lock:
+            kept = self._kept.pop(task_id, None)
+        if kept is None:
+            return self.load(task_id)
+        task, executions, cursors = kept
+        by_id: dict[UUID, Any] = {task.id: task, **{ex.id: ex for ex in executions}}
+        streams = {log_stream_id(e): e for e in cursors}
+        later, heads = self.streams.read_after(
+            {oid: agg.version for oid, agg in by_id.items()},
+            {stream: cursors[e][0] for stream, e in streams.items()},
+        )
+        for oid, events in later.items():
+            for event in events:
+                event.mutate(by_id[oid])
+        for stream, head in heads.items():
+            cursors[streams[stream]] = (head.version, Cursor.from_dict(head.cursor))
+        return task, executions, cursors
+
+    def _keep(self, task_id: int, loaded: Loaded) -> None:
+        with self._kept_lock:
+            self._kept[task_id] = loaded
+            self._kept.move_to_end(task_id)
+            while len(self._kept) > _KEPT_STATES:
+                self._kept.popitem(last=False)
 
     @staticmethod
     def _outcome(position: int, task: DeductionTask, lines: int = 0) -> Outcome:
@@ -289,7 +337,7 @@ class EngineReports:
     # -- polls -------------------------------------------------------------------------------
 
     def plan_poll(self, task_id: int) -> PollPlan | None:
-        task, executions, cursors = self.load(task_id)
+        task, executions, cursors = self._take(task_id)
         if task.engine_task_id is None:
             return None
         plans = []
@@ -328,13 +376,20 @@ class EngineReports:
             if not task.is_ended:
                 self._apply_status(task, executions, matched, report)
         events: list[ExecutionLog.LogsReceived] = []
+        heads: dict[int, tuple[int, Cursor]] = {}
         by_id = {ex.execution_id: ex for ex in executions}
         for execution_id, read in report.logs.items():
             ex = by_id[execution_id]
             drained = ex.is_ended and not task.needs_engine_stop and read.complete
             stream = cursors.get(execution_id) or self.cursor(execution_id)
-            events += self._log_events(ex, stream, read, drained)
+            batch = self._log_events(ex, stream, read, drained)
+            if batch:
+                heads[execution_id] = (batch[-1].originator_version,
+                                       Cursor.from_dict(batch[-1].cursor))  # fmt: skip
+            events += batch
         position = self._save(task, *executions, *events)
+        if set(cursors) == set(by_id):
+            self._keep(task.task_id, (task, executions, {**cursors, **heads}))
         return self._outcome(position, task, sum(len(e.lines) for e in events))
 
     @staticmethod
