@@ -15,6 +15,7 @@ from deduction.config import Settings
 log = structlog.get_logger(__name__)
 Key = tuple[str, int | None]
 PURGE_EVERY = 3600.0
+STOP_GRACE = 10.0  # seconds a stop keeps cancelling jobs that do not end
 
 
 class InProcessWorker:
@@ -78,6 +79,20 @@ class InProcessWorker:
         try:
             yield self
         finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await stop_all(tasks)
+
+
+async def stop_all(tasks: list[asyncio.Task[Any]], grace: float = STOP_GRACE) -> None:
+    """Cancel `tasks` until they end. A job may lose a cancellation (asyncio.wait_for in
+    Python 3.11 drops one that arrives as its job finishes; a job may suppress one), and its
+    consumer then waits on the queue again: cancelling once and waiting would wait forever."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for t in pending:
+            t.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.5)
+        if pending and loop.time() > deadline:
+            log.warning("worker.stop_incomplete", tasks=len(pending))
+            return
