@@ -57,13 +57,19 @@ RULES: dict[tuple[str, str], str] = {
     ("WS", f"{TASK}/{{task_id:str}}/ws"): "viewer",
 }
 # Reads that, asked as of a moment, are the auditors'.
-AS_OF_RULES = {("GET", f"{TASK}/{{task_id:str}}"), ("GET", f"{TASK}/{{task_id:str}}/history")}
+AS_OF_RULES = {
+    ("GET", f"{TASK}/{{task_id:str}}"),
+    ("GET", f"{TASK}/{{task_id:str}}/history"),
+    ("GET", f"{TASK}/{{task_id:str}}/agents"),
+    ("GET", f"{EXEC}/{{execution_id:str}}"),
+}
 ROLES = ("viewer", "operator", "auditor", "admin")
 REFUSED = ("no token", "bad token", "unknown token", "expired token", "revoked token")
 
 
-def served_routes() -> set[tuple[str, str]]:
-    """(method, path) of every handler the app serves, but OPTIONS and the OpenAPI pages."""
+def served_routes(with_param: str | None = None) -> set[tuple[str, str]]:
+    """(method, path) of every handler the app serves, but OPTIONS and the OpenAPI pages;
+    with `with_param`, only those whose handler takes that parameter."""
     app = _litestar(State(), Settings())
     out = set()
     for route in app.routes:
@@ -71,6 +77,8 @@ def served_routes() -> set[tuple[str, str]]:
             continue
         for handler in getattr(route, "route_handlers", None) or [route.route_handler]:  # type: ignore[union-attr]
             methods = getattr(handler, "http_methods", None) or {"WS"}
+            if with_param and with_param not in handler.parsed_fn_signature.parameters:
+                continue
             out |= {(m, route.path) for m in methods if m != "OPTIONS"}
     return out
 
@@ -167,6 +175,7 @@ async def test_every_route_has_a_rule_and_every_rule_is_a_route() -> None:
     served = served_routes()
     assert served - RULES.keys() == set(), "routes without an access rule in this test"
     assert RULES.keys() - served == set(), "rules for routes the app does not serve"
+    assert served_routes(with_param="as_of") == AS_OF_RULES, "as-of reads are the auditors'"
 
 
 async def test_every_route_answers_every_caller_as_its_rule_says(world: World) -> None:

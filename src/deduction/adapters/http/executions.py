@@ -21,7 +21,7 @@ class AgentExecutionController(Controller):
     @get(
         "/agent-execution/{execution_id:str}",
         operation_id="getAgentExecution",
-        opt=auth.READ,
+        opt=auth.READ_AS_OF,
         responses=documented(404, 422, 503),
         response_headers=audit.AS_OF_HEADERS,
     )
@@ -45,7 +45,7 @@ class AgentExecutionController(Controller):
     @get(
         "/task/{task_id:str}/agents",
         operation_id="listTaskAgents",
-        opt=auth.READ,
+        opt=auth.READ_AS_OF,
         responses=documented(404, 422, 503),
         response_headers=audit.AS_OF_HEADERS,
     )
