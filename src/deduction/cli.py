@@ -1,4 +1,4 @@
-"""The `deduction` command: serve, worker, projector, engine, projections, db."""
+"""The `deduction` command: serve, worker, projector, engine, projections, db, audit, tokens."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from deduction.config import Settings, SettingsError, load_settings
+from deduction.config import Settings, SettingsError, auth_enabled, check_exposure, load_settings
 from deduction.logging import configure_logging
 
 log = structlog.get_logger(__name__)
@@ -124,7 +124,13 @@ async def _serve(settings: Settings, demo: bool, with_engine: bool = False) -> i
             url=f"http://{settings.api_host}:{settings.api_port}",
             database="external" if settings.database_url else "embedded",
             worker="arq" if settings.redis_url else "in-process",
+            auth="on" if auth_enabled(settings) else "off",
         )
+        if not auth_enabled(settings):
+            log.warning("api.open", reason="no authentication is configured"
+                        if settings.auth_mode == "auto" else "AUTH_MODE=off",
+                        note="anyone who reaches this address may call every endpoint;"
+                        " set AUTH_MODE=on to require tokens")  # fmt: skip
         await uvicorn.Server(config).serve()
     return 0
 
@@ -290,7 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
     load = db_sub.add_parser("load-catalog", help="load a catalog JSON file (default: the demo)")
     load.add_argument("path", nargs="?", type=Path)
     _add_audit_parser(sub)
+    _add_tokens_parser(sub)
     return parser
+
+
+def _add_tokens_parser(sub: Any) -> None:
+    from deduction.domain.tokens import GRANTS
+
+    tokens = sub.add_parser("tokens", help="issue, list and revoke API tokens")
+    tokens_sub = tokens.add_subparsers(dest="action", required=True)
+    create = tokens_sub.add_parser("create", help="issue a token (printed once, hash stored)")
+    create.add_argument("--name", required=True, help="the principal recorded as operator")
+    create.add_argument("--role", action="append", required=True, choices=GRANTS,
+                        help="repeat for several; on_behalf: may name others in X-Operator")  # fmt: skip
+    create.add_argument("--expires", help="lifetime such as 30d, 12h, 15m (default: never)")
+    tokens_sub.add_parser("list", help="every token: id, name, roles, state, expiry")
+    revoke = tokens_sub.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id")
+
+
+async def _tokens(settings: Settings, args: argparse.Namespace) -> int:
+    from deduction.adapters import token_cli
+    from deduction.bootstrap import resolve_database_url
+
+    url = await asyncio.to_thread(resolve_database_url, settings)
+    if args.action == "create":
+        return await token_cli.create(url, args.name, args.role, args.expires)
+    if args.action == "revoke":
+        return await token_cli.revoke(url, args.token_id)
+    return await token_cli.list_tokens(url)
 
 
 def _add_audit_parser(sub: Any) -> None:
@@ -340,6 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"deduction: {e}", file=sys.stderr)
             return 2
     if args.command == "serve":
+        try:
+            check_exposure(settings)
+        except SettingsError as e:
+            print(f"deduction: {e}", file=sys.stderr)
+            return 2
         coro = _serve(settings, args.demo, args.with_engine)
     elif args.command == "projector":
         coro = _projector(settings)
@@ -353,6 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         coro = _dead_letters(settings, args)
     elif args.command == "audit":
         coro = _audit(settings, args)
+    elif args.command == "tokens":
+        coro = _tokens(settings, args)
     elif args.command == "db" and args.action == "url":
         coro = _db_url(settings)
     else:

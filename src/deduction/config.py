@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,6 +77,25 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     queue_aging: float = 300.0
     """Seconds of waiting that raise a queued task's effective priority by one level, so
     that a stream of high-priority tasks cannot starve the others."""
+    auth_mode: str = "auto"
+    """auto: authentication is on when JWT is configured; on: every call needs a token
+    (API tokens, and JWT when configured); off: open, even beyond loopback."""
+    auth_jwt_secret: str | None = None
+    """Shared secret (at least 32 characters) for HS256 JWTs."""
+    auth_jwt_jwks_url: str | None = None
+    """JWKS URL of the identity provider, for RS256/ES256 JWTs."""
+    auth_jwt_issuer: str | None = None
+    """The `iss` a JWT must carry (required with JWT)."""
+    auth_jwt_audience: str | None = None
+    """The `aud` a JWT must carry (required with JWT)."""
+    auth_jwt_role_claim: str = "roles"
+    """The JWT claim holding the role (a string or a list of strings)."""
+    rate_limit_commands: int = 120
+    """Commands (POST, PUT) one principal may send per minute; 0: no limit."""
+    rate_limit_reads: int = 1200
+    """Reads (GET) one principal may send per minute; 0: no limit."""
+    cors_allow_origins: str = ""
+    """Comma-separated origins browsers may call the API from; empty: none."""
     log_level: str = "INFO"
 
 
@@ -108,6 +128,15 @@ _ENV_NAMES = {
     "engine_max_running_tasks": "ENGINE_MAX_RUNNING_TASKS",
     "engine_max_running_agents": "ENGINE_MAX_RUNNING_AGENTS",
     "queue_aging": "QUEUE_AGING",
+    "auth_mode": "AUTH_MODE",
+    "auth_jwt_secret": "AUTH_JWT_SECRET",
+    "auth_jwt_jwks_url": "AUTH_JWT_JWKS_URL",
+    "auth_jwt_issuer": "AUTH_JWT_ISSUER",
+    "auth_jwt_audience": "AUTH_JWT_AUDIENCE",
+    "auth_jwt_role_claim": "AUTH_JWT_ROLE_CLAIM",
+    "rate_limit_commands": "RATE_LIMIT_COMMANDS",
+    "rate_limit_reads": "RATE_LIMIT_READS",
+    "cors_allow_origins": "CORS_ALLOW_ORIGINS",
     "log_level": "LOG_LEVEL",
 }
 
@@ -145,7 +174,10 @@ def _check(s: Settings) -> None:
         raise SettingsError("AS_OF_SNAPSHOT_EVERY must be at least 1")
     if s.stream_heartbeat <= 0 or s.stream_max_age <= 0:
         raise SettingsError("STREAM_HEARTBEAT and STREAM_MAX_AGE must be positive")
+    if s.rate_limit_commands < 0 or s.rate_limit_reads < 0:
+        raise SettingsError("RATE_LIMIT_COMMANDS and RATE_LIMIT_READS must not be negative")
     _check_scheduling(s)
+    _check_auth(s)
 
 
 def _check_scheduling(s: Settings) -> None:
@@ -154,6 +186,53 @@ def _check_scheduling(s: Settings) -> None:
                             " negative (0: no cap)")  # fmt: skip
     if s.queue_aging <= 0:
         raise SettingsError("QUEUE_AGING must be positive")
+
+
+def _check_auth(s: Settings) -> None:
+    if s.auth_mode not in AUTH_MODES:
+        raise SettingsError(f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}")
+    if s.auth_jwt_secret and s.auth_jwt_jwks_url:
+        raise SettingsError("set AUTH_JWT_SECRET or AUTH_JWT_JWKS_URL, not both")
+    if s.auth_jwt_secret is not None and len(s.auth_jwt_secret) < 32:
+        raise SettingsError("AUTH_JWT_SECRET must be at least 32 characters")
+    if jwt_configured(s) and not (s.auth_jwt_issuer and s.auth_jwt_audience):
+        raise SettingsError("JWT needs AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE")
+
+
+AUTH_MODES = ("auto", "on", "off")
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def jwt_configured(s: Settings) -> bool:
+    return bool(s.auth_jwt_secret or s.auth_jwt_jwks_url)
+
+
+def auth_enabled(s: Settings) -> bool:
+    """Whether callers must present a token (API token or JWT)."""
+    return s.auth_mode == "on" or (s.auth_mode == "auto" and jwt_configured(s))
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host.lower() in LOOPBACK_NAMES
+
+
+def check_exposure(s: Settings) -> None:
+    """Refuse to serve an open API beyond loopback (as Redis' protected mode does)."""
+    if auth_enabled(s) or s.auth_mode == "off" or is_loopback(s.api_host):
+        return
+    raise SettingsError(
+        f"API_HOST={s.api_host} is not a loopback address and no authentication is configured:"
+        " set AUTH_MODE=on (API tokens: `deduction tokens create`), or AUTH_JWT_SECRET /"
+        " AUTH_JWT_JWKS_URL with AUTH_JWT_ISSUER and AUTH_JWT_AUDIENCE, or AUTH_MODE=off to"
+        " serve it open on purpose"
+    )
+
+
+def cors_origins(s: Settings) -> list[str]:
+    return [o.strip() for o in s.cors_allow_origins.split(",") if o.strip()]
 
 
 def data_path(s: Settings) -> Path:

@@ -15,4 +15,11 @@ async def test_ready_reports_projection_lag(api: Api) -> None:
     status, body = await api.call("GET", "/ready")
     assert status == 200
     assert body["data"]["database"] == "ok"
-    assert set(body["data"]["projection_lag"]) == {"tasks", "agents", "logs", "history", "catalog"}
+    assert set(body["data"]["projection_lag"]) == {
+        "tasks",
+        "agents",
+        "logs",
+        "history",
+        "catalog",
+        "tokens",
+    }

@@ -2,15 +2,20 @@
 
 The server runs in its own thread and event loop (schemathesis calls it
 synchronously) over a fresh database holding the plan's catalog, a task with
-log lines, and a stopped task, so generated requests meet real rows too.
+log lines, and a stopped task, so generated requests meet real rows too. Authentication
+is on and the requests carry an admin JWT, so the check that a secured operation refuses a
+request without credentials runs too.
 """
 
 from __future__ import annotations
 
+import time
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
+import jwt
 import pytest
 import requests
 import schemathesis
@@ -21,8 +26,17 @@ from schemathesis.engine import events as engine_events
 from deduction.adapters.http.app import openapi_document
 from tests.support.live import LiveServer, seeded_live_server
 
-# The settings a run by hand uses too; every check with its default expectations.
-CONFIG = tomllib.loads((Path(__file__).parent / "schemathesis.toml").read_text())
+# Authentication on, with an admin JWT every generated request carries (a known secret, so
+# the token exists before the server does); rate limits off for the many generated calls.
+SECRET = uuid4().hex + uuid4().hex
+SECURED = {"auth_mode": "on", "auth_jwt_secret": SECRET, "auth_jwt_issuer": "tests",
+           "auth_jwt_audience": "deduction", "rate_limit_commands": 0, "rate_limit_reads": 0}  # fmt: skip
+ADMIN = jwt.encode({"iss": "tests", "aud": "deduction", "sub": "schemathesis", "roles": "admin",
+                    "exp": int(time.time()) + 24 * 3600}, SECRET, algorithm="HS256")  # fmt: skip
+# The settings a run by hand uses too (with its own token); every check with its defaults.
+CONFIG = tomllib.loads((Path(__file__).parent / "schemathesis.toml").read_text()) | {
+    "auth": {"openapi": {"bearer": {"bearer": ADMIN}}}
+}
 ONLY_STATEFUL = {
     "phases": {name: {"enabled": False} for name in ("examples", "coverage", "fuzzing")}
     | {"stateful": CONFIG["phases"]["stateful"]}
@@ -31,7 +45,7 @@ ONLY_STATEFUL = {
 
 @pytest.fixture(scope="module")
 def live_api(server_url: str) -> Iterator[LiveServer]:
-    with seeded_live_server(server_url) as server:
+    with seeded_live_server(server_url, **SECURED) as server:
         yield server
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 from uuid import uuid4
 
 import uvicorn
@@ -15,6 +16,7 @@ from deduction.adapters.postgres import create_database, drop_database, with_dat
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.service import AgentConfig, NewTask
 from deduction.application.services import Services
+from deduction.application.tokens import issue_token
 from deduction.bootstrap import open_services
 from deduction.domain import ExecutionLog
 from tests.support.api import free_port, settings_for
@@ -24,8 +26,10 @@ from tests.support.logs import log_lines
 class LiveServer:
     """The real app on uvicorn, in a thread with its own event loop."""
 
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
+    def __init__(self, database_url: str, **overrides: Any) -> None:
+        self.database_url, self.overrides = database_url, overrides
+        self.token = ""
+        """An admin token when authentication is on (AUTH_MODE=on in `overrides`)."""
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.ids: dict[str, int] = {}
@@ -52,7 +56,8 @@ class LiveServer:
             self._ready.set()
 
     async def _serve(self) -> None:
-        async with open_services(settings_for(self.database_url, stream_max_age=0.1)) as services:
+        settings = settings_for(self.database_url, stream_max_age=0.1, **self.overrides)
+        async with open_services(settings) as services:
             await self._seed(services)
             config = uvicorn.Config(
                 create_app(services), host="127.0.0.1", port=self.port, log_level="warning"
@@ -83,6 +88,9 @@ class LiveServer:
         recordings = await services.run_sync(app.save, batch)
         await services.runner.wait_for(recordings[-1].notification.id, 10)
         await services.command(app.request_stop, stopped.data["task_id"], "seed")
+        issued = await services.run_sync(issue_token, app, "seed-admin", ["admin"], None, "seed")
+        await services.runner.wait_for(issued.position, 10)
+        self.token = issued.token
         self.ids = {
             "task": task_id,
             "stopped_task": stopped.data["task_id"],
@@ -91,12 +99,13 @@ class LiveServer:
 
 
 @contextlib.contextmanager
-def seeded_live_server(server_url: str) -> Iterator[LiveServer]:
+def seeded_live_server(server_url: str, **overrides: Any) -> Iterator[LiveServer]:
     """The plan's catalog, a task with 30 log lines and a stopped task, served over HTTP
-    (for clients that call synchronously); the database is dropped afterwards."""
+    (for clients that call synchronously), and an admin token in `token`; the database is
+    dropped afterwards."""
     name = f"dtest_{uuid4().hex[:12]}"
     create_database(server_url, name)
-    server = LiveServer(with_database(server_url, name))
+    server = LiveServer(with_database(server_url, name), **overrides)
     try:
         server.start()
         yield server

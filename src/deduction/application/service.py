@@ -36,7 +36,7 @@ class CommandError(Exception):
 
 
 class NotFoundError(CommandError):
-    def __init__(self, kind: str, ident: int) -> None:
+    def __init__(self, kind: str, ident: int | str) -> None:
         super().__init__(f"{kind} {ident} does not exist")
         self.kind, self.ident = kind, ident
 

@@ -11,6 +11,7 @@ from deduction.domain.idempotency import IdempotencyKey
 from deduction.domain.logs import ExecutionLog
 from deduction.domain.status import ACTIVE, STATUSES, TERMINAL, Status
 from deduction.domain.task import DeductionTask, TaskName
+from deduction.domain.tokens import ApiToken
 
 __all__ = [
     "ACTIVE",
@@ -18,6 +19,7 @@ __all__ = [
     "TERMINAL",
     "AgentExecution",
     "AgentMeta",
+    "ApiToken",
     "DeductionTask",
     "DomainError",
     "EnvInstance",

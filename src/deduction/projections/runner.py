@@ -20,6 +20,7 @@ from deduction.projections.catalog import CatalogProjection
 from deduction.projections.history import HistoryProjection
 from deduction.projections.logs import LogProjection
 from deduction.projections.tasks import TaskProjection
+from deduction.projections.tokens import TokenProjection
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,7 @@ def all_projections() -> list[Projection]:
         LogProjection(),
         HistoryProjection(),
         CatalogProjection(),
+        TokenProjection(),
     ]
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from litestar import Litestar, Request, get
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.enums import HttpMethod
 from litestar.openapi import OpenAPIConfig
@@ -16,14 +17,17 @@ from litestar.openapi.plugins import (
     SwaggerRenderPlugin,
 )
 from litestar.response import Response
+from litestar.types import Receive, Scope, Send
 
-from deduction.adapters.http.audit import AuditController
+from deduction.adapters.http import auth, request_id
+from deduction.adapters.http.audit import AS_OF_HEADER, AuditController
 from deduction.adapters.http.catalog import CATALOG_CONTROLLERS
 from deduction.adapters.http.deps import DEPENDENCIES, ReadViews
 from deduction.adapters.http.envelope import Envelope
 from deduction.adapters.http.errors import EXCEPTION_HANDLERS, documented
 from deduction.adapters.http.executions import AgentExecutionController
 from deduction.adapters.http.history import HistoryController
+from deduction.adapters.http.limits import STORE, rate_limit_store, rate_limits
 from deduction.adapters.http.logs import LogController
 from deduction.adapters.http.openapi import ClosedStructSchemaPlugin, finish
 from deduction.adapters.http.responses import ProbeResponse
@@ -32,9 +36,10 @@ from deduction.adapters.http.streams import StreamController, task_socket
 from deduction.adapters.http.tasks import TaskController
 from deduction.adapters.postgres import READS, with_timeouts
 from deduction.application.services import Services
-from deduction.config import Settings
+from deduction.config import Settings, cors_origins
 from deduction.projections.changes import PostgresChangeView
 from deduction.projections.runner import status
+from deduction.projections.tokens import PostgresTokenView
 
 API_VERSION = "1.0.0"
 READY_MAX_LAG = 10_000
@@ -44,13 +49,13 @@ def envelope(data: Any, code: int = 200, message: str = "success") -> Response[E
     return Response(Envelope(code, message, data), status_code=code)
 
 
-@get("/health", sync_to_thread=False, operation_id="health", tags=["probes"])
+@get("/health", sync_to_thread=False, operation_id="health", tags=["probes"], opt=auth.PUBLIC)
 def health() -> Response[ProbeResponse]:
     """The process is up."""
     return envelope({"status": "ok"})
 
 
-@get("/ready", operation_id="ready", tags=["probes"], responses=documented(503))
+@get("/ready", operation_id="ready", tags=["probes"], responses=documented(503), opt=auth.PUBLIC)
 async def ready(state: State) -> Response[ProbeResponse]:
     """The database answers, no save is stuck, and the projections are not far behind;
     `polls` shows whether poll work is being delayed or shed under overload;
@@ -116,8 +121,35 @@ def openapi_config() -> OpenAPIConfig:
     )
 
 
-def _litestar(state: State, max_body_bytes: int, hub: StreamHub | None = None) -> Litestar:
-    app = Litestar(
+class DeductionApi(Litestar):
+    """The Litestar app, with a request id around everything it answers (404s and 401s too)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await super().__call__(scope, receive, send)
+            return
+        await request_id.with_request_id(scope, receive, send, self._answer)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+
+
+EXPOSED_HEADERS = [request_id.HEADER, "Retry-After", "RateLimit-Limit", "RateLimit-Remaining",
+                   "RateLimit-Reset", "RateLimit-Policy", AS_OF_HEADER]  # fmt: skip
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-Operator", "Idempotency-Key",
+                   request_id.HEADER, "Last-Event-ID"]  # fmt: skip
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    origins = cors_origins(settings)
+    if not origins:
+        return None
+    return CORSConfig(allow_origins=origins, allow_headers=ALLOWED_HEADERS,
+                      expose_headers=EXPOSED_HEADERS, allow_credentials=False)  # fmt: skip
+
+
+def _litestar(state: State, settings: Settings, hub: StreamHub | None = None) -> Litestar:
+    app = DeductionApi(
         route_handlers=[
             health,
             ready,
@@ -133,16 +165,31 @@ def _litestar(state: State, max_body_bytes: int, hub: StreamHub | None = None) -
         on_startup=[hub.start] if hub else [],
         on_shutdown=[hub.stop] if hub else [],
         before_request=answer_options,
+        guards=[auth.authorize],
+        middleware=[auth.AuthenticationMiddleware, *rate_limits(settings)],
+        stores={STORE: rate_limit_store(settings)},
+        cors_config=_cors(settings),
         dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi_config(),
         state=state,
-        request_max_body_size=max_body_bytes,
+        request_max_body_size=settings.max_body_bytes,
         logging_config=None,  # structlog is configured by the CLI; leave stdlib logging alone
         plugins=[ClosedStructSchemaPlugin()],
     )
-    finish(app.openapi_schema)  # the cached document /schema serves
+    finish(app.openapi_schema, access_rules(app))  # the cached document /schema serves
     return app
+
+
+def access_rules(app: Litestar) -> dict[str, dict[str, Any]]:
+    """operationId -> the rule its handler carries (`opt`: the role it needs)."""
+    rules: dict[str, dict[str, Any]] = {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            operation_id = getattr(handler, "operation_id", None)
+            if isinstance(operation_id, str):
+                rules[operation_id] = dict(handler.opt)
+    return rules
 
 
 def create_app(services: Services) -> Litestar:
@@ -150,16 +197,12 @@ def create_app(services: Services) -> Litestar:
     listen_url = with_timeouts(services.database_url, READS)  # keepalives, statement bound
     hub = StreamHub(listen_url, PostgresChangeView(services.pool),
                     settings.stream_max_subscribers, settings.stream_queue_size)  # fmt: skip
-    state = State(
-        {
-            "services": services,
-            "reads": ReadViews.over(services.pool, settings.queue_aging),
-            "streams": hub,
-        }
-    )
-    return _litestar(state, settings.max_body_bytes, hub)
+    authenticator = auth.Authenticator(settings, PostgresTokenView(services.pool))
+    state = State({"services": services, "reads": ReadViews.over(services.pool, settings.queue_aging), "streams": hub,
+                   "auth": authenticator})  # fmt: skip
+    return _litestar(state, settings, hub)
 
 
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document as /schema/openapi.json serves it, without starting anything."""
-    return _litestar(State(), Settings().max_body_bytes).openapi_schema.to_schema()
+    return _litestar(State(), Settings()).openapi_schema.to_schema()

@@ -15,6 +15,7 @@ from litestar.response import Stream
 
 from deduction.adapters.audit_chain import export_task
 from deduction.adapters.audit_store import PostgresEventLog
+from deduction.adapters.http import auth
 from deduction.adapters.http.deps import ServicesDep
 from deduction.adapters.http.envelope import Envelope, Timestamp, ok
 from deduction.adapters.http.errors import documented
@@ -187,6 +188,7 @@ class AuditController(Controller):
     @get(
         "/deduction/task/{task_id:str}/events",
         operation_id="listTaskEvents",
+        opt=auth.AUDIT,
         responses=documented(404, 422, 503),
     )
     async def task_events(
@@ -214,7 +216,7 @@ class AuditController(Controller):
         )  # fmt: skip
         return ok(await _page(log, query, include == "logs"))
 
-    @get("/events", operation_id="listEvents", responses=documented(422, 503))
+    @get("/events", operation_id="listEvents", responses=documented(422, 503), opt=auth.AUDIT)
     async def all_events(
         self,
         services: ServicesDep,
@@ -231,6 +233,7 @@ class AuditController(Controller):
     @get(
         "/deduction/task/{task_id:str}/export",
         operation_id="exportTask",
+        opt=auth.AUDIT,
         media_type="application/x-ndjson",
         responses=documented(404, 422, 503),
     )

@@ -9,12 +9,12 @@ from litestar import Controller, Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.params import BodyKwarg
 
-from deduction.adapters.http import views
+from deduction.adapters.http import auth, views
 from deduction.adapters.http.bodies import strict_body
-from deduction.adapters.http.deps import ReadsDep, ServicesDep
+from deduction.adapters.http.deps import ActorDep, ReadsDep, ServicesDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
-from deduction.adapters.http.params import EntryId, Operator, PageNo, PageSize
+from deduction.adapters.http.params import EntryId, PageNo, PageSize
 from deduction.adapters.http.responses import (
     AgentMetaPageResponse,
     AgentMetaResponse,
@@ -68,32 +68,38 @@ class AgentMetaController(Controller):
     path = f"{PREFIX}/agent-metas"
     tags = ("catalog",)
 
-    @post("/", status_code=CREATED, operation_id="createAgentMeta", responses=_CREATE_ERRORS)
+    @post(
+        "/",
+        status_code=CREATED,
+        operation_id="createAgentMeta",
+        responses=_CREATE_ERRORS,
+        opt=auth.ADMIN,
+    )
     async def create_agent_meta(
         self,
         services: ServicesDep,
         reads: ReadsDep,
         request: AnyRequest,
         data: Annotated[AgentMetaCreate, BodyKwarg(media_type=RequestEncodingType.JSON)],
-        operator: Operator = "anonymous",
+        actor: ActorDep,
     ) -> AgentMetaResponse:
         """Register an agent the Engine can load, under the caller's id (409 if taken)."""
         body = await strict_body(request, AgentMetaCreate)
         app = services.app
         await services.command(
-            app.create_agent_meta, body.id, body.name, body.load, body.description, operator
+            app.create_agent_meta, body.id, body.name, body.load, body.description, actor
         )
         entry = await _entry(reads.catalog, views.AgentMeta, body.id)
         return ok(entry, code=CREATED)
 
-    @get("/", operation_id="listAgentMetas", responses=_LIST_ERRORS)
+    @get("/", operation_id="listAgentMetas", responses=_LIST_ERRORS, opt=auth.READ)
     async def list_agent_metas(
         self, reads: ReadsDep, page: PageNo = 1, size: PageSize = 20
     ) -> AgentMetaPageResponse:
         """Agent metas in id order."""
         return ok(await _page(reads.catalog, views.AgentMeta, views.AgentMetaPage, page, size))
 
-    @get("/{entry_id:str}", operation_id="getAgentMeta", responses=_GET_ERRORS)
+    @get("/{entry_id:str}", operation_id="getAgentMeta", responses=_GET_ERRORS, opt=auth.READ)
     async def get_agent_meta(self, reads: ReadsDep, entry_id: EntryId) -> AgentMetaResponse:
         return ok(await _entry(reads.catalog, views.AgentMeta, entry_id))
 
@@ -102,30 +108,36 @@ class SchemeController(Controller):
     path = f"{PREFIX}/schemes"
     tags = ("catalog",)
 
-    @post("/", status_code=CREATED, operation_id="createScheme", responses=_CREATE_ERRORS)
+    @post(
+        "/",
+        status_code=CREATED,
+        operation_id="createScheme",
+        responses=_CREATE_ERRORS,
+        opt=auth.ADMIN,
+    )
     async def create_scheme(
         self,
         services: ServicesDep,
         reads: ReadsDep,
         request: AnyRequest,
         data: Annotated[SchemeCreate, BodyKwarg(media_type=RequestEncodingType.JSON)],
-        operator: Operator = "anonymous",
+        actor: ActorDep,
     ) -> SchemeResponse:
         """Register a scheme; tasks store a snapshot of it when they are created."""
         body = await strict_body(request, SchemeCreate)
         check_json(body.config, "config")
         app = services.app
-        await services.command(app.create_scheme, body.id, body.name, body.config, operator)
+        await services.command(app.create_scheme, body.id, body.name, body.config, actor)
         return ok(await _entry(reads.catalog, views.Scheme, body.id), code=CREATED)
 
-    @get("/", operation_id="listSchemes", responses=_LIST_ERRORS)
+    @get("/", operation_id="listSchemes", responses=_LIST_ERRORS, opt=auth.READ)
     async def list_schemes(
         self, reads: ReadsDep, page: PageNo = 1, size: PageSize = 20
     ) -> SchemePageResponse:
         """Schemes in id order."""
         return ok(await _page(reads.catalog, views.Scheme, views.SchemePage, page, size))
 
-    @get("/{entry_id:str}", operation_id="getScheme", responses=_GET_ERRORS)
+    @get("/{entry_id:str}", operation_id="getScheme", responses=_GET_ERRORS, opt=auth.READ)
     async def get_scheme(self, reads: ReadsDep, entry_id: EntryId) -> SchemeResponse:
         return ok(await _entry(reads.catalog, views.Scheme, entry_id))
 
@@ -134,30 +146,36 @@ class EnvInstanceController(Controller):
     path = f"{PREFIX}/env-instances"
     tags = ("catalog",)
 
-    @post("/", status_code=CREATED, operation_id="createEnvInstance", responses=_CREATE_ERRORS)
+    @post(
+        "/",
+        status_code=CREATED,
+        operation_id="createEnvInstance",
+        responses=_CREATE_ERRORS,
+        opt=auth.ADMIN,
+    )
     async def create_env_instance(
         self,
         services: ServicesDep,
         reads: ReadsDep,
         request: AnyRequest,
         data: Annotated[EnvInstanceCreate, BodyKwarg(media_type=RequestEncodingType.JSON)],
-        operator: Operator = "anonymous",
+        actor: ActorDep,
     ) -> EnvInstanceResponse:
         """Register an environment instance the Engine runs exercises in."""
         body = await strict_body(request, EnvInstanceCreate)
         check_json(body.config, "config")
         app = services.app
-        await services.command(app.create_env_instance, body.id, body.name, body.config, operator)
+        await services.command(app.create_env_instance, body.id, body.name, body.config, actor)
         return ok(await _entry(reads.catalog, views.EnvInstance, body.id), code=CREATED)
 
-    @get("/", operation_id="listEnvInstances", responses=_LIST_ERRORS)
+    @get("/", operation_id="listEnvInstances", responses=_LIST_ERRORS, opt=auth.READ)
     async def list_env_instances(
         self, reads: ReadsDep, page: PageNo = 1, size: PageSize = 20
     ) -> EnvInstancePageResponse:
         """Environment instances in id order."""
         return ok(await _page(reads.catalog, views.EnvInstance, views.EnvInstancePage, page, size))
 
-    @get("/{entry_id:str}", operation_id="getEnvInstance", responses=_GET_ERRORS)
+    @get("/{entry_id:str}", operation_id="getEnvInstance", responses=_GET_ERRORS, opt=auth.READ)
     async def get_env_instance(self, reads: ReadsDep, entry_id: EntryId) -> EnvInstanceResponse:
         return ok(await _entry(reads.catalog, views.EnvInstance, entry_id))
 

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from psycopg_pool import AsyncConnectionPool
 
+from deduction.adapters.http.auth import provide_operator
 from deduction.application.services import Services
 from deduction.projections.agents import AgentView, PostgresAgentView
 from deduction.projections.catalog import CatalogView, PostgresCatalogView
@@ -44,6 +45,8 @@ class ReadViews:
 
 ServicesDep = NamedDependency[Services]
 ReadsDep = NamedDependency[ReadViews]
+ActorDep = NamedDependency[str]
+"""The operator recorded in the events: the authenticated principal (see auth.py)."""
 
 
 def provide_services(state: State) -> Services:
@@ -59,6 +62,7 @@ def provide_reads(state: State) -> ReadViews:
 DEPENDENCIES = {
     "services": Provide(provide_services, sync_to_thread=False),
     "reads": Provide(provide_reads, sync_to_thread=False),
+    "actor": Provide(provide_operator),
 }
 
 

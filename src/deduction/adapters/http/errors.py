@@ -41,7 +41,10 @@ DESCRIPTIONS = {
     400: "The request is malformed: the body is missing or not JSON",
     404: "No such task, execution, catalog entry or endpoint",
     409: "Illegal in the current state, or the id/name is taken",
+    401: "No valid credentials: no bearer token, or one that is unknown, expired or revoked",
+    403: "The caller's role does not allow this; the message names the role needed",
     413: "The body is larger than MAX_BODY_BYTES",
+    429: "Too many requests from this principal; Retry-After says when to retry",
     422: "A field, parameter or header is invalid, or names an entry that does not exist;"
     " data.errors names each one",
     503: "The database is unavailable or the read tables lag behind",
@@ -120,12 +123,25 @@ def on_http(request: AnyRequest, exc: HTTPException) -> Response[ErrorEnvelope]:
         allowed = ", ".join(sorted(m.strip() for m in raw.split(",") if m.strip()))
         message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
         return error(code, message, headers={"Allow": allowed})
+    elif code == 429:
+        return _too_many(request, exc)
     elif code == 400 and request.method in _BODY_METHODS:
         # the only plain 400 the framework raises on a request with a body: it did not decode
         message = f"request body is not valid JSON: {exc.detail}"
     else:
         message = exc.detail
     return error(code, message, headers=exc.headers)
+
+
+def _too_many(request: AnyRequest, exc: HTTPException) -> Response[ErrorEnvelope]:
+    headers = dict(exc.headers or {})
+    wait = max(1, int(headers.get("RateLimit-Reset", "60")))
+    limit = headers.get("RateLimit-Limit", "?")
+    kind = "commands" if request.method in _BODY_METHODS else "reads"
+    who = getattr(request.scope.get("user"), "name", "this caller")
+    headers["Retry-After"] = str(wait)
+    message = f"rate limit: {who} may send {limit} {kind} per minute; retry after {wait} s"
+    return error(429, message, headers=headers)
 
 
 def on_malformed(request: AnyRequest, exc: MalformedBodyError) -> Response[ErrorEnvelope]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, Response, get
 
-from deduction.adapters.http import audit, views
+from deduction.adapters.http import audit, auth, views
 from deduction.adapters.http.deps import ReadsDep, ServicesDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
@@ -21,6 +21,7 @@ class AgentExecutionController(Controller):
     @get(
         "/agent-execution/{execution_id:str}",
         operation_id="getAgentExecution",
+        opt=auth.READ_AS_OF,
         responses=documented(404, 422, 503),
         response_headers=audit.AS_OF_HEADERS,
     )
@@ -44,6 +45,7 @@ class AgentExecutionController(Controller):
     @get(
         "/task/{task_id:str}/agents",
         operation_id="listTaskAgents",
+        opt=auth.READ_AS_OF,
         responses=documented(404, 422, 503),
         response_headers=audit.AS_OF_HEADERS,
     )

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from litestar import Controller, Response, get
 from litestar.params import QueryParameter
 
-from deduction.adapters.http import audit, views
+from deduction.adapters.http import audit, auth, views
 from deduction.adapters.http.deps import ReadsDep, ServicesDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
@@ -46,6 +46,7 @@ class HistoryController(Controller):
     @get(
         "/{task_id:str}/history",
         operation_id="getTaskHistory",
+        opt=auth.READ_AS_OF,
         responses=documented(404, 422, 503),
         response_headers=audit.AS_OF_HEADERS,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from deduction.adapters.http import views
+from deduction.adapters.http import auth, views
 from deduction.adapters.http.deps import ReadsDep
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
@@ -60,6 +60,7 @@ class LogController(Controller):
     @get(
         "/agent-execution/{execution_id:str}/logs",
         operation_id="listExecutionLogs",
+        opt=auth.READ,
         responses=documented(404, 422, 503),
     )
     async def execution_logs(
@@ -80,6 +81,7 @@ class LogController(Controller):
     @get(
         "/task/{task_id:str}/logs",
         operation_id="listTaskLogs",
+        opt=auth.READ,
         responses=documented(404, 422, 503),
     )
     async def task_logs(

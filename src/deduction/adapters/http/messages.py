@@ -25,7 +25,7 @@ PATTERNS: dict[str, str] = {
     NO_NUL: "must not contain NUL characters (\\u0000)",
     OPERATOR: "must be 1 to 64 printable ASCII characters",
 }
-HEADERS = {"operator": "X-Operator"}
+HEADERS = {"operator": "X-Operator", "x_operator": "X-Operator"}
 WHOLE_RULES = {"X-Operator": "must be 1 to 64 printable ASCII characters"}
 """Fields whose constraints are best said in one sentence, whichever one failed."""
 _TYPES = {

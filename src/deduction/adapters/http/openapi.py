@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -16,6 +17,7 @@ from litestar.openapi.spec import (
     Parameter,
     Reference,
     Schema,
+    SecurityScheme,
 )
 
 from deduction.adapters.http.errors import DESCRIPTIONS
@@ -250,10 +252,49 @@ def json_value() -> Schema:
     )
 
 
-def finish(document: OpenAPI) -> OpenAPI:
+BEARER = "bearer"
+SECURITY_ERRORS = (401, 403, 429)
+
+
+def bearer_scheme() -> SecurityScheme:
+    return SecurityScheme(
+        type="http",
+        scheme="bearer",
+        bearer_format="API token (ddt_...) or JWT",
+        description="An API token from `deduction tokens create`, or a JWT from the identity"
+        " provider (AUTH_JWT_*). Not needed while authentication is off (loopback, no auth"
+        " configured, or AUTH_MODE=off).",
+    )
+
+
+def declare_security(document: OpenAPI, rules: Mapping[str, Mapping[str, Any]]) -> None:
+    """The bearer scheme (Swagger's Authorize button), and on each operation the role it needs
+    and the answers a refused or throttled caller gets; public operations need nothing."""
+    document.components.security_schemes = {BEARER: bearer_scheme()}
+    for _, operation in operations_of(document):
+        rule = rules.get(operation.operation_id or "", {})
+        if "role" in rule and rule["role"] is None:
+            operation.security = []
+            continue
+        operation.security = [{BEARER: []}]
+        need = f"Needs the `{rule.get('role', 'admin')}` role"
+        if rule.get("as_of_role"):
+            need += f"; with as_of or as_of_position, the `{rule['as_of_role']}` role"
+        need += " (`admin` may do everything)."
+        operation.description = (
+            f"{operation.description}\n\n{need}" if operation.description else need
+        )
+        responses = operation.responses if operation.responses is not None else {}
+        for code in SECURITY_ERRORS:
+            responses.setdefault(str(code), error_response(code))
+        operation.responses = dict(sorted(responses.items()))
+
+
+def finish(document: OpenAPI, rules: Mapping[str, Mapping[str, Any]] | None = None) -> OpenAPI:
     if document.components.schemas is not None:
         document.components.schemas["JsonValue"] = json_value()
     constrain_branches(document)
     declare_errors(document)
     declare_links(document)
+    declare_security(document, rules or {})
     return document

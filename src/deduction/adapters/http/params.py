@@ -8,10 +8,9 @@ from typing import Annotated, Literal
 
 from litestar.params import HeaderParameter, PathParameter, QueryParameter
 
-from deduction.adapters.http.schemas import OPERATOR, InputError
+from deduction.adapters.http.schemas import InputError
 from deduction.domain.ids import MAX_ID
 from deduction.domain.status import Status
-from deduction.domain.text import MAX_SHORT_NAME_CHARS
 
 # Spelled out for the type checker and the OpenAPI document; a unit test keeps it equal to
 # deduction.domain.logs.LEVEL_NAMES.
@@ -76,17 +75,6 @@ TaskAfterId = Annotated[
         ge=1,
         le=MAX_ID,
         description="cursor: the next_cursor of the previous page; tasks listed after it (older)",
-    ),
-]
-Operator = Annotated[
-    str,
-    HeaderParameter(
-        name="X-Operator",
-        min_length=1,
-        max_length=MAX_SHORT_NAME_CHARS,
-        pattern=OPERATOR,
-        description="who sends the command (recorded in history); printable ASCII, "
-        f"<= {MAX_SHORT_NAME_CHARS}",
     ),
 ]
 IdempotencyKeyHeader = Annotated[

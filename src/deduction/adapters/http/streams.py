@@ -15,6 +15,7 @@ from litestar.openapi.spec import Example
 from litestar.params import HeaderParameter, QueryParameter
 from litestar.response import Response, Stream
 
+from deduction.adapters.http import auth
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import MinLevel, StatusFilter, TaskId
 from deduction.adapters.http.schemas import InputError
@@ -103,6 +104,7 @@ class StreamController(Controller):
     @get(
         "/task/{task_id:str}/stream",
         operation_id="streamTask",
+        opt=auth.READ,
         media_type="text/event-stream",
         responses={**documented(404, 422, 503), 204: ENDED},
     )
@@ -125,6 +127,7 @@ class StreamController(Controller):
     @get(
         "/stream",
         operation_id="streamBoard",
+        opt=auth.READ,
         media_type="text/event-stream",
         responses=documented(422, 503),
     )
@@ -142,7 +145,7 @@ class StreamController(Controller):
         return _stream(hub, settings, hub.open(None, 0, status), key)
 
 
-@websocket("/api/v1/deduction/task/{task_id:str}/ws")
+@websocket("/api/v1/deduction/task/{task_id:str}/ws", opt=auth.READ)
 async def task_socket(
     socket: WebSocket[Any, Any, Any], task_id: TaskId, level: MinLevel = None, after: After = None
 ) -> None:

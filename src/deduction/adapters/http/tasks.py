@@ -9,15 +9,14 @@ from litestar.enums import RequestEncodingType
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg
 
-from deduction.adapters.http import audit, views
+from deduction.adapters.http import audit, auth, views
 from deduction.adapters.http.bodies import strict_body
-from deduction.adapters.http.deps import ReadsDep, ServicesDep, dispatch
+from deduction.adapters.http.deps import ActorDep, ReadsDep, ServicesDep, dispatch
 from deduction.adapters.http.envelope import ok
 from deduction.adapters.http.errors import documented
 from deduction.adapters.http.params import (
     MAX_TASK_PAGE,
     IdempotencyKeyHeader,
-    Operator,
     PageSize,
     StatusFilter,
     TaskAfterId,
@@ -78,6 +77,7 @@ class TaskController(Controller):
         "/create",
         status_code=200,
         operation_id="createTask",
+        opt=auth.COMMAND,
         responses=documented(400, 409, 413, 422, 503),
     )
     async def create_task(
@@ -85,7 +85,7 @@ class TaskController(Controller):
         services: ServicesDep,
         request: AnyRequest,
         data: CreateBody,
-        operator: Operator = "anonymous",
+        actor: ActorDep,
         idempotency_key: IdempotencyKeyHeader = None,
     ) -> TaskCreatedResponse:
         """Create a task from catalog entries; the worker then submits it to the Engine.
@@ -107,14 +107,14 @@ class TaskController(Controller):
             ],
             priority=body.priority or DEFAULT_PRIORITY,
         )
-        receipt = await services.command(services.app.create_task, new, operator, idempotency_key)
+        receipt = await services.command(services.app.create_task, new, actor, idempotency_key)
         task_id = receipt.data["task_id"]
         await dispatch(services.dispatcher.task_created, task_id)
         return ok(
             views.TaskCreated(task_id, receipt.data["status"], rfc3339(receipt.data["create_time"]))
         )
 
-    @get("/list", operation_id="listTasks", responses=documented(422, 503))
+    @get("/list", operation_id="listTasks", responses=documented(422, 503), opt=auth.READ)
     async def list_tasks(
         self,
         reads: ReadsDep,
@@ -139,6 +139,7 @@ class TaskController(Controller):
     @get(
         "/{task_id:str}",
         operation_id="getTask",
+        opt=auth.READ_AS_OF,
         responses=documented(404, 422, 503),
         response_headers=audit.AS_OF_HEADERS,
     )
@@ -167,16 +168,17 @@ class TaskController(Controller):
         "/{task_id:str}/stop",
         status_code=200,
         operation_id="stopTask",
+        opt=auth.COMMAND,
         responses=documented(404, 409, 422, 503),
     )
     async def stop_task(
-        self, services: ServicesDep, task_id: TaskId, operator: Operator = "anonymous"
+        self, services: ServicesDep, task_id: TaskId, actor: ActorDep
     ) -> TaskStoppedResponse:
         """Stop a pending or running task; stopping a stopped task again changes nothing.
 
         A completed or failed task cannot be stopped: 409.
         """
-        receipt = await services.command(services.app.request_stop, task_id, operator)
+        receipt = await services.command(services.app.request_stop, task_id, actor)
         if receipt.data.get("changed"):
             await dispatch(services.dispatcher.stop_requested, task_id)
         return ok(views.TaskStopped(task_id, receipt.data["status"]), "任务已停止")
@@ -211,6 +213,7 @@ class TaskController(Controller):
     @put(
         "/{task_id:str}/update",
         operation_id="updateTask",
+        opt=auth.COMMAND,
         responses=documented(400, 404, 409, 413, 422, 503),
     )
     async def update_task(
@@ -219,7 +222,7 @@ class TaskController(Controller):
         request: AnyRequest,
         task_id: TaskId,
         data: UpdateBody,
-        operator: Operator = "anonymous",
+        actor: ActorDep,
     ) -> TaskUpdatedResponse:
         """Merge new params into agent executions of the task: keys given replace, others stay.
 
@@ -230,6 +233,6 @@ class TaskController(Controller):
         body = await strict_body(request, TaskUpdate)
         check_task_update(body)
         changes = [(c.agent_execution_id, c.params) for c in body.agent_configs]
-        receipt = await services.command(services.app.update_config, task_id, changes, operator)
+        receipt = await services.command(services.app.update_config, task_id, changes, actor)
         await dispatch(services.dispatcher.update_requested, task_id)
         return ok(views.TaskUpdated(receipt.data["updated_count"]), "配置已更新")

@@ -1,0 +1,59 @@
+"""Per-principal rate limits (commands and reads apart), shared through Redis when it is set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+from litestar.middleware.base import DefineMiddleware
+from litestar.middleware.rate_limit import RateLimitConfig
+from litestar.stores.base import Store
+from litestar.stores.memory import MemoryStore
+from litestar.stores.redis import RedisStore
+
+from deduction.config import Settings
+
+STORE = "rate_limit"
+COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _limited(request: Request[Any, Any, Any], methods: frozenset[str]) -> bool:
+    """Authenticated callers of a guarded route; open mode has no principals to limit."""
+    principal = request.scope.get("user")
+    rule = request.scope["route_handler"].opt.get("role")
+    return (
+        request.method in methods
+        and rule is not None
+        and principal is not None
+        and principal.kind != "open"
+    )
+
+
+def _config(kind: str, per_minute: int, methods: frozenset[str]) -> DefineMiddleware:
+    async def check(request: Request[Any, Any, Any]) -> bool:
+        return _limited(request, methods)
+
+    def identify(request: Request[Any, Any, Any]) -> str:
+        return f"{kind}:{request.scope['user'].kind}:{request.scope['user'].name}"
+
+    return RateLimitConfig(
+        rate_limit=("minute", per_minute),
+        identifier_for_request=identify,
+        check_throttle_handler=check,
+        store=STORE,
+    ).middleware
+
+
+def rate_limits(settings: Settings) -> list[DefineMiddleware]:
+    limits = [("commands", settings.rate_limit_commands, COMMAND_METHODS),
+              ("reads", settings.rate_limit_reads, READ_METHODS)]  # fmt: skip
+    return [_config(kind, n, methods) for kind, n, methods in limits if n > 0]
+
+
+def rate_limit_store(settings: Settings) -> Store:
+    """Redis when REDIS_URL is set, so every API process counts the same requests."""
+    if settings.redis_url:
+        namespace = f"{settings.worker_queue}:rate_limit"
+        return RedisStore.with_client(url=settings.redis_url, namespace=namespace)
+    return MemoryStore()
