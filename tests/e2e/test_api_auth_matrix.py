@@ -35,6 +35,7 @@ RULES: dict[tuple[str, str], str] = {
     ("GET", f"{TASK}/{{task_id:str}}"): "viewer",
     ("POST", f"{TASK}/{{task_id:str}}/stop"): "operator",
     ("PUT", f"{TASK}/{{task_id:str}}/update"): "operator",
+    ("POST", f"{TASK}/{{task_id:str}}/priority"): "operator",
     ("GET", f"{EXEC}/{{execution_id:str}}"): "viewer",
     ("GET", f"{TASK}/{{task_id:str}}/agents"): "viewer",
     ("GET", f"{EXEC}/{{execution_id:str}}/logs"): "viewer",
@@ -143,6 +144,8 @@ def request_for(method: str, path: str, w: World) -> Callable[[], Request]:
             return url, plan_task(name=f"matrix-{n}"), 200
         if path.endswith("/stop"):
             return url.replace(f"/{t}/", f"/{stopped}/"), None, 200
+        if path.endswith("/priority"):  # the task waits for admission (no worker runs here)
+            return url, {"priority": "high"}, 200
         if path.endswith("/update"):
             change = {"agent_execution_id": e, "params": {"round": n}}
             return url, {"agent_configs": [change]}, 200

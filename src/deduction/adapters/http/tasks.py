@@ -187,6 +187,7 @@ class TaskController(Controller):
         "/{task_id:str}/priority",
         status_code=200,
         operation_id="raiseTaskPriority",
+        opt=auth.COMMAND,
         responses=documented(400, 404, 409, 413, 422, 503),
     )
     async def raise_priority(
@@ -195,7 +196,7 @@ class TaskController(Controller):
         request: AnyRequest,
         task_id: TaskId,
         data: PriorityBody,
-        operator: Operator = "anonymous",
+        actor: ActorDep,
     ) -> TaskPriorityResponse:
         """Raise the priority of a task that waits for admission (queue_position not null);
         its history gets a `priority_change` entry. The same priority again changes nothing.
@@ -203,9 +204,7 @@ class TaskController(Controller):
         A lower priority, or a task already submitted, stopped or ended: 409.
         """
         body = await strict_body(request, TaskPriorityChange)
-        receipt = await services.command(
-            services.app.raise_priority, task_id, body.priority, operator
-        )
+        receipt = await services.command(services.app.raise_priority, task_id, body.priority, actor)
         if receipt.data["changed"]:
             await dispatch(services.dispatcher.task_created, task_id)  # it may now be first
         return ok(views.TaskPriority(task_id, receipt.data["priority"]))
