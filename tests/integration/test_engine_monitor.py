@@ -308,3 +308,133 @@ async def test_a_poll_starts_from_what_other_processes_saved_after_its_last_poll
         await asyncio.sleep(0.2)
         outcome = await first.poll_task(task_id)
         assert outcome is not None and outcome.needs_stop
+
+
+class _Crash(Exception):
+    pass
+
+
+class _CrashAtRestart:
+    """The real Engine, except that the process dies at the restart of an agent: after the
+    Engine restarted it (`reaches=True`) or before the request reached it; either way before
+    anything after the call is saved. `then` runs just before the restart."""
+
+    def __init__(self, inner: Any, then: Any, *, reaches: bool = True) -> None:
+        self.inner, self.then, self.reaches = inner, then, reaches
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def restart_agent(self, engine_agent_id: str) -> None:
+        self.then()
+        if self.reaches:
+            await self.inner.restart_agent(engine_agent_id)
+        raise _Crash
+
+
+async def _crash_at_first_restart(
+    services: Services, live: Any, task_id: int, then: Any, *, reaches: bool = True
+) -> str:
+    """Submit, poll until the worker dies at the first restart; the Engine's run id."""
+    async with monitor_for(services, live.url) as monitor:
+        await monitor.submit_task(task_id)
+        monitor.engine = _CrashAtRestart(monitor.engine, then, reaches=reaches)  # type: ignore[assignment]
+        with pytest.raises(_Crash):
+            await run_to_end(monitor, task_id)
+    task = services.app.get_task(task_id)
+    execution = services.app.get_execution(task.execution_ids[0])
+    assert (execution.status, execution.retry_count) == ("running", 1)
+    assert execution.awaiting_restart and execution.restart_requested  # saved before the call
+    return str(task.engine_task_id)
+
+
+async def _history(services: Services, task_id: int) -> list[str]:
+    await settled(services)
+    async with await AsyncConnection.connect(services.database_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT change_description FROM deduction_task_history"
+            " WHERE deduction_task_id = %s AND change_type = 'agent_update' ORDER BY id",
+            [task_id],
+        )
+        return [row[0] for row in await cur.fetchall()]
+
+
+async def test_a_restart_the_engine_made_before_a_crash_is_taken_up_by_the_next_worker(
+    services: Services,
+) -> None:
+    """The worker dies between the Engine restarting a failed agent and saving that it did;
+    a fresh worker on the same database finds attempt 2 completed, takes it as the restart,
+    does not restart again, and ends the task with both attempts' lines, each stored once."""
+    async with live_engine(fail_rate=1.0) as live:
+        new = new_task(params=[{"attack_strategy": "aggressive"}], max_retry=2)
+        task_id = await services.run_sync(create_task, services.app, new)
+        # attempt 2 succeeds: the knob is read when the Engine starts the attempt
+        engine_task_id = await _crash_at_first_restart(
+            services, live, task_id, lambda: live.engine.set_knobs({"fail_rate": 0.0})
+        )
+        assert live.engine.stats["restarts"] == 1
+
+        async def attempt_two_ended() -> bool:
+            agents = live.engine.sim.task_status(engine_task_id)["agents"]
+            return bool(agents[0]["status"] == "completed")
+
+        await wait_until(attempt_two_ended)
+        async with monitor_for(services, live.url) as fresh:
+            assert await run_to_end(fresh, task_id, polls=60) == "completed"
+            assert live.engine.stats["restarts"] == 1  # not restarted a second time
+            await _assert_logs_complete(services, live, task_id)
+    execution = services.app.get_execution(services.app.get_task(task_id).execution_ids[0])
+    assert (execution.status, execution.retry_count, execution.progress) == ("completed", 1, 100)
+    history = await _history(services, task_id)
+    assert sum("attempt 1 failed, retrying" in h for h in history) == 1
+    assert sum("restart requested from the Engine (retry 1)" in h for h in history) == 1
+    assert sum("restarted (retry 1)" in h for h in history) == 1
+
+
+async def test_a_restart_requested_before_a_crash_that_never_reached_the_engine_is_sent_again(
+    services: Services,
+) -> None:
+    """The worker saved "restart requested" and died before the request reached the Engine:
+    the Engine still shows the failed attempt, so the next worker asks once, at once."""
+    async with live_engine(fail_rate=1.0) as live:
+        new = new_task(params=[{"attack_strategy": "aggressive"}], max_retry=2)
+        task_id = await services.run_sync(create_task, services.app, new)
+        await _crash_at_first_restart(
+            services, live, task_id, lambda: live.engine.set_knobs({"fail_rate": 0.0}),
+            reaches=False,
+        )  # fmt: skip
+        assert live.engine.stats["restarts"] == 0
+        async with monitor_for(services, live.url) as fresh:
+            assert await run_to_end(fresh, task_id, polls=60) == "completed"
+            assert live.engine.stats["restarts"] == 1
+            await _assert_logs_complete(services, live, task_id)
+    execution = services.app.get_execution(services.app.get_task(task_id).execution_ids[0])
+    assert (execution.status, execution.retry_count) == ("completed", 1)
+
+
+async def test_an_engine_reporting_attempts_shows_the_restarted_attempt_failed_too(
+    services: Services,
+) -> None:
+    """With the Engine's attempt number (an extra), a worker finding attempt 2 failed after a
+    crash records the restart and attempt 2's failure, and restarts attempt 2 — not attempt 1
+    a second time."""
+    async with live_engine(fail_rate=1.0, extras=True) as live:
+        new = new_task(params=[{"attack_strategy": "aggressive"}], max_retry=2)
+        task_id = await services.run_sync(create_task, services.app, new)
+        engine_task_id = await _crash_at_first_restart(services, live, task_id, lambda: None)
+
+        async def attempt_two_failed() -> bool:
+            agent = live.engine.sim.task_status(engine_task_id)["agents"][0]
+            return bool((agent["status"], agent["attempt"]) == ("failed", 2))
+
+        await wait_until(attempt_two_failed)
+        live.engine.set_knobs({"fail_rate": 0.0})  # attempt 3 succeeds
+        async with monitor_for(services, live.url) as fresh:
+            assert await run_to_end(fresh, task_id, polls=80) == "completed"
+            assert live.engine.stats["restarts"] == 2
+            await _assert_logs_complete(services, live, task_id)
+    execution = services.app.get_execution(services.app.get_task(task_id).execution_ids[0])
+    assert (execution.status, execution.retry_count) == ("completed", 2)
+    history = await _history(services, task_id)
+    assert sum("attempt 2 failed, retrying" in h for h in history) == 1
+    assert sum("restarted (retry 2)" in h for h in history) == 1

@@ -122,6 +122,14 @@ def test_a_restart_made_during_the_poll_ignores_the_stale_failed_report() -> Non
     assert new_events(execution) == ["AgentExecution.Restarted"]
 
 
+def test_a_restart_recorded_by_another_poll_meanwhile_is_not_recorded_twice() -> None:
+    execution = awaiting_restart(an_execution(status="running"))
+    report(execution, "running", 10)  # another poll found the Engine past the failure
+    execution.collect_events()
+    report(execution, "failed", 40, error="crashed", restarted=True)  # this poll's, older
+    assert new_events(execution) == [] and execution.progress == 10
+
+
 def test_an_agent_awaiting_its_restart_ignores_the_engine_still_reporting_it_failed() -> None:
     execution = awaiting_restart(an_execution(status="running"))
     report(execution, "failed", 40, error="crashed")
@@ -129,10 +137,48 @@ def test_an_agent_awaiting_its_restart_ignores_the_engine_still_reporting_it_fai
 
 
 def test_an_agent_awaiting_its_restart_that_the_engine_reports_active_is_restarted() -> None:
+    """Only a restart moves an agent out of failed: the report is taken as the restart (asked
+    for by a worker that died before saving it) and applied."""
     execution = awaiting_restart(an_execution(status="running"))
     report(execution, "running", 70)
-    assert not execution.awaiting_restart and execution.progress == 0
-    assert new_events(execution) == ["AgentExecution.Restarted"]
+    assert not execution.awaiting_restart and execution.progress == 70
+    assert new_events(execution) == ["AgentExecution.Restarted", "AgentExecution.ProgressReported"]
+
+
+def test_an_agent_awaiting_its_restart_that_the_engine_reports_completed_completes() -> None:
+    execution = awaiting_restart(an_execution(status="running"))
+    report(execution, "completed", 100, result={"score": 90})
+    assert (execution.status, execution.retry_count, execution.result) == (
+        "completed", 1, {"score": 90},
+    )  # fmt: skip
+    assert new_events(execution)[0] == "AgentExecution.Restarted"
+
+
+def test_a_higher_attempt_reported_failed_is_the_restarted_attempt_failing() -> None:
+    execution = awaiting_restart(an_execution(status="running"))
+    report(execution, "failed", 30, error="crashed again", attempt=2)
+    assert (execution.status, execution.retry_count) == ("running", 2)
+    assert execution.awaiting_restart and execution.error == "crashed again"
+    assert new_events(execution) == [
+        "AgentExecution.Restarted", "AgentExecution.ProgressReported",
+        "AgentExecution.AttemptFailed",
+    ]  # fmt: skip
+
+
+def test_the_failed_attempt_reported_again_with_its_number_changes_nothing() -> None:
+    execution = awaiting_restart(an_execution(status="running"))
+    report(execution, "failed", 40, error="crashed", attempt=1)
+    assert execution.awaiting_restart and new_events(execution) == []
+
+
+def test_a_restart_is_requested_once_per_failed_attempt() -> None:
+    execution = awaiting_restart(an_execution(status="running"))
+    execution.record_restart_requested()
+    execution.record_restart_requested()
+    assert execution.restart_requested
+    assert new_events(execution) == ["AgentExecution.RestartRequested"]
+    report(execution, "running", 5)
+    assert not execution.restart_requested and not execution.awaiting_restart
 
 
 def test_a_stopped_agent_is_stopped() -> None:

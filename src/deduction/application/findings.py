@@ -27,6 +27,7 @@ class ExecutionPlan:
     drained: bool
     cursor: Cursor = field(default_factory=Cursor)
     log_version: int = 0  # the log stream's version the cursor was read at
+    restart_requested: bool = False  # a restart of the failed attempt was asked for already
 
 
 @dataclass
@@ -63,6 +64,7 @@ class PollReport:
     error: EngineError | None = None
     logs: dict[int, LogRead] = field(default_factory=dict)
     restarted: set[int] = field(default_factory=set)
+    resumed: set[int] = field(default_factory=set)  # the Engine is past the failed attempt
     cannot_restart: dict[int, str] = field(default_factory=dict)
     restart_supported: bool | None = None
     run_missing: EngineError | None = None  # an agent's logs answered "no such run"

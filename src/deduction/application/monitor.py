@@ -27,6 +27,7 @@ from deduction.application.ports import (
     RestartUnsupportedError,
 )
 from deduction.application.reports import EngineReports
+from deduction.domain.execution import engine_past_failure
 from deduction.domain.times import iso_utc, utc_now
 
 log = structlog.get_logger(__name__)
@@ -113,19 +114,36 @@ class TaskMonitor:
     async def _restart_due(
         self, plan: PollPlan, matched: dict[int, Any], report: PollReport
     ) -> None:
+        """Restart each failed agent whose backoff has passed. "Restart requested" is saved
+        before the Engine is called; a request found saved (its worker died) is sent again
+        only while the Engine still shows the failed attempt, never once it is past it."""
         now = utc_now()
         for ex in plan.executions:
             agent = matched[ex.execution_id]
-            if not ex.awaiting_restart or agent.status != "failed" or ex.failed_at is None:
+            if not ex.awaiting_restart or ex.ended:
+                continue
+            if engine_past_failure(agent.status, agent.attempt, ex.retry_count):
+                report.resumed.add(ex.execution_id)  # restarted by a request not saved as done
+                log.info("agent.restart_found", execution_id=ex.execution_id,
+                         status=agent.status, attempt=agent.attempt)  # fmt: skip
+                continue
+            if ex.failed_at is None:
                 continue
             wait = min(self._backoff_cap, self._backoff * 2 ** max(0, ex.retry_count - 1))
-            if (now - ex.failed_at).total_seconds() < wait:
+            if not ex.restart_requested and (now - ex.failed_at).total_seconds() < wait:
                 continue
+            request = self.reports.request_restart
+            if not await self._run(request, ex.execution_id, ex.retry_count, ex.restart_requested):
+                continue  # another poll moved the agent or asked for this restart meanwhile
             try:
                 await self.engine.restart_agent(agent.engine_agent_id)
             except RestartUnsupportedError:
                 report.cannot_restart[ex.execution_id] = "the Engine cannot restart agents"
             except EngineRejectedError as e:
+                if ex.restart_requested and e.status == 409:
+                    # not failed any more: the saved request got through; the next status shows it
+                    log.info("agent.restart_conflict", execution_id=ex.execution_id, error=str(e))
+                    continue
                 report.cannot_restart[ex.execution_id] = str(e)
             except EngineError as e:
                 log.warning("agent.restart_failed", execution_id=ex.execution_id, error=str(e))
@@ -157,7 +175,8 @@ class TaskMonitor:
         cursor = ex.cursor if ex.engine_agent_id == engine_agent_id else Cursor()
         got = LogRead(ex.log_version, cursor)
         budget = self.reports.max_lines
-        restarted = ex.execution_id in report.restarted or not ex.awaiting_restart
+        restarted = (ex.execution_id in report.restarted or ex.execution_id in report.resumed
+                     or not ex.awaiting_restart)  # fmt: skip
         attempt = 2 * ex.retry_count + restarted  # moves at each failure and each restart
         async with self._log_slots:
             for _ in range(MAX_LOG_CALLS):

@@ -119,6 +119,7 @@ class EngineAgent(msgspec.Struct):
     result: Any = None
     error: Any = None
     ref: str | int | None = None  # extra: our execution id, echoed back
+    attempt: int | None = None  # extra: the agent's attempt, 1 first and +1 per restart
 
     def __post_init__(self) -> None:
         self.engine_agent_id = _engine_id(self.engine_agent_id, "engine_agent_id")

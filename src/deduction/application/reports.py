@@ -336,6 +336,24 @@ class EngineReports:
 
     # -- polls -------------------------------------------------------------------------------
 
+    def request_restart(self, execution_id: int, attempt: int, requested: bool) -> bool:
+        """Record that the Engine is about to be asked to restart the failed `attempt` (saved
+        before the call, like a submission). False when the agent is not as the poll planned
+        (`requested`: whether a request was saved already): another poll moved it or asked
+        for this restart meanwhile, and the Engine must not be asked twice."""
+
+        def command() -> bool:
+            ex = self.app.get_execution(execution_id)
+            if ex.is_ended or not ex.awaiting_restart or ex.retry_count != attempt:
+                return False
+            if ex.restart_requested != requested:
+                return False
+            ex.record_restart_requested()
+            self._save(ex)
+            return True
+
+        return retry_on_conflict(command)
+
     def plan_poll(self, task_id: int) -> PollPlan | None:
         task, executions, cursors = self._take(task_id)
         if task.engine_task_id is None:
@@ -347,6 +365,7 @@ class EngineReports:
                 ex.execution_id, ex.engine_agent_id, ex.is_ended, ex.awaiting_restart,
                 ex.retry_count, ex.modified_on if ex.awaiting_restart else None,
                 cursor.since(), cursor.drained, cursor, cursors[ex.execution_id][0],
+                ex.restart_requested,
             ))  # fmt: skip
         return PollPlan(task_id, task.engine_task_id, task.is_ended, task.needs_engine_stop, plans,
                         loaded=(task, executions, cursors))  # fmt: skip
@@ -403,6 +422,7 @@ class EngineReports:
                 restarted=eid in report.restarted,
                 cannot_restart_reason=report.cannot_restart.get(eid),
                 restart_supported=report.restart_supported,
+                attempt=agent.attempt,
             )  # fmt: skip
         engine_status = report.status.status if report.status else "running"
         for ex in executions:

@@ -11,6 +11,14 @@ from deduction.domain.errors import TaskAlreadyEndedError
 from deduction.domain.status import ACTIVE, TERMINAL, check_transition
 
 
+def engine_past_failure(status: str, attempt: int | None, failed_attempts: int) -> bool:
+    """Whether the Engine's report of an agent whose attempt `failed_attempts` failed (and
+    awaits its restart) shows it restarted already: any status but failed (only a restart
+    moves an agent out of failed), or a higher attempt number when the Engine reports one
+    (its first attempt is 1)."""
+    return status != "failed" or (attempt is not None and attempt > failed_attempts)
+
+
 class AgentExecution(Aggregate):
     """An agent's configuration, status, progress and outcome within one task."""
 
@@ -55,6 +63,15 @@ class AgentExecution(Aggregate):
         agent_name: str
         attempt: int
         error: str | None
+        operator: str
+
+    class RestartRequested(Aggregate.Event):
+        """The Engine is about to be asked to restart the failed attempt (saved before the
+        call, so a worker that dies after it finds the request and checks before asking again)."""
+
+        task_id: int
+        agent_name: str
+        attempt: int
         operator: str
 
     class Restarted(Aggregate.Event):
@@ -197,16 +214,33 @@ class AgentExecution(Aggregate):
         self.retry_count = attempt
         self.error = error
         self.awaiting_restart = True
+        self.restart_requested = False
 
-    def record_restarted(self) -> None:
-        self._restarted(self.task_id, self.agent_name, self.retry_count, "system")
+    def record_restart_requested(self) -> None:
+        """Before the Engine is asked to restart the failed attempt (once per attempt)."""
+        if self.awaiting_restart and not self.restart_requested:
+            self._restart_requested(self.task_id, self.agent_name, self.retry_count, "system")
+
+    @event(RestartRequested)
+    def _restart_requested(
+        self, task_id: int, agent_name: str, attempt: int, operator: str
+    ) -> None:
+        self.restart_requested = True
+
+    def record_restarted(self, operator: str = "system") -> None:
+        self._restarted(self.task_id, self.agent_name, self.retry_count, operator)
 
     @event(Restarted)
     def _restarted(self, task_id: int, agent_name: str, attempt: int, operator: str) -> None:
         self.awaiting_restart = False
+        self.restart_requested = False
         self.progress = 0
 
     awaiting_restart = False
+    restart_requested = False
+
+    def engine_is_past_failure(self, status: str, attempt: int | None) -> bool:
+        return self.awaiting_restart and engine_past_failure(status, attempt, self.retry_count)
 
     # -- logs that could not be stored -------------------------------------------------------
 
@@ -243,18 +277,27 @@ class AgentExecution(Aggregate):
         restarted: bool = False,
         cannot_restart_reason: str | None = None,
         restart_supported: bool | None = None,
+        attempt: int | None = None,
     ) -> None:
         """Move as the Engine's report of this agent says. `restarted`: the agent was
-        restarted during this poll; `cannot_restart_reason`: a restart was refused."""
+        restarted during this poll; `cannot_restart_reason`: a restart was refused;
+        `attempt`: the Engine's attempt number, when it reports one.
+
+        A report showing the Engine past the failed attempt (see engine_is_past_failure) is
+        taken as the restart and applied: the restart was asked for by a worker that died
+        before saving it, or by another worker whose save has not landed."""
         if self.is_ended:
             return
         if cannot_restart_reason is not None:
             error = f"{self.error or 'failed'} (not retried: {cannot_restart_reason})"
             self.change_status("failed", "engine", error=error)
             return
-        if restarted or (self.awaiting_restart and status in ACTIVE):
-            self.record_restarted()
+        if restarted:
+            if self.awaiting_restart:  # (another poll may have recorded it meanwhile)
+                self.record_restarted()
             return  # this report predates the restart
+        if self.engine_is_past_failure(status, attempt):
+            self.record_restarted("engine")
         if self.awaiting_restart:
             return  # still failed; restarted once its backoff has passed
         if status in ("running", "completed") and self.status == "pending":

@@ -145,6 +145,11 @@ _CHANGES: dict[str, Callable[[dict[str, Any]], Change]] = {
         f"{s['agent_name']} attempt {s['attempt']} failed, retrying: {s.get('error')}"[:256],
         None, {"retry_count": s["attempt"], "error": s.get("error")}, None,
     ),
+    "AgentExecution.RestartRequested": lambda s: (
+        "agent_update",
+        f"{s['agent_name']} restart requested from the Engine (retry {s['attempt']})",
+        None, {"retry_count": s["attempt"]}, None,
+    ),
     "AgentExecution.Restarted": lambda s: (
         "agent_update", f"{s['agent_name']} restarted (retry {s['attempt']})", None,
         {"retry_count": s["attempt"]}, None,
@@ -174,8 +179,8 @@ class HistoryProjection(Projection):
     events = (
         T.Created, T.Submitted, T.StatusChanged, T.StopRequested, T.StopDelivered,
         T.UpdateDelivered, T.UpdateRejected, T.EngineUnreachable, T.EngineReachable,
-        T.EngineRunMissing, T.PriorityRaised, A.ConfigUpdated, A.StatusChanged, A.AttemptFailed, A.Restarted,
-        A.LogLinesSkipped, A.LogGapRecorded,
+        T.EngineRunMissing, T.PriorityRaised, A.ConfigUpdated, A.StatusChanged, A.AttemptFailed,
+        A.RestartRequested, A.Restarted, A.LogLinesSkipped, A.LogGapRecorded,
     )  # fmt: skip
 
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:

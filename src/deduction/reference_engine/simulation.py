@@ -56,7 +56,7 @@ class Knobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     duration_min: float = 20.0  # seconds an agent runs (uniform between min and max)
     duration_max: float = 60.0
     start_delay: float = 0.5  # at most this many seconds pending before running
-    extras: bool = False  # add optional fields: agent `ref`, log `seq`
+    extras: bool = False  # add optional fields: agent `ref` and `attempt`, log `seq`
     restart: bool = True  # offer POST /engine/agent/{id}/restart
     reject_submissions: str | None = None  # answer every submission 422 with this message
     reject_updates: str | None = None  # answer every update 422 with this message
@@ -346,7 +346,7 @@ class Simulation:
             elif status == "failed":
                 item["error"] = agent.error
             if self.knobs.extras:
-                item["ref"] = agent.ref
+                item["ref"], item["attempt"] = agent.ref, agent.attempt
             agents.append(item)
         return {"status": task.status(now), "agents": agents}
 
