@@ -99,7 +99,7 @@ async def test_unknown_and_missing_fields_are_422(catalog: Api, baseline: int) -
     del_side = plan_task()
     del del_side["agent_configs"][1]["side"]
     cases = [
-        (plan_task(priority="high"), "priority is not a known field"),
+        (plan_task(urgency="high"), "urgency is not a known field"),
         (with_agent(weight=3), "agent_configs[0].weight is not a known field"),
         (missing, "name is required"),
         (del_side, "agent_configs[1].side is required"),
