@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -77,6 +78,19 @@ def with_timeouts(database_url: str, timeouts: Timeouts) -> str:
     return make_conninfo("", **{**KEEPALIVES, **info})
 
 
+def _quiet(conn: Any) -> bool:
+    """True when nothing is waiting to be read on an idle connection's socket: then it needs
+    no round trip to be trusted. A connection the server closed (a restart, a terminated
+    backend) has its end of file, or the server's last message, waiting to be read."""
+    try:
+        if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
+            return False
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.Error):
+        return False
+    return not readable
+
+
 class SweepingCheck:
     """A pool's `check` that, finding one idle connection dead, checks every other at once.
 
@@ -90,6 +104,8 @@ class SweepingCheck:
         self.pool: ConnectionPool[Any] | None = None
 
     def __call__(self, conn: psycopg.Connection[Any]) -> None:
+        if _quiet(conn):
+            return
         try:
             ConnectionPool.check_connection(conn)
         except Exception:
@@ -106,6 +122,8 @@ class AsyncSweepingCheck:
         self.pool: AsyncConnectionPool[Any] | None = None
 
     async def __call__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if _quiet(conn):
+            return
         try:
             await AsyncConnectionPool.check_connection(conn)
         except Exception:

@@ -152,8 +152,11 @@ def required_role(connection: ASGIConnection[Any, Any, Any, Any], opt: dict[str,
     return role
 
 
-def authorize(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """The guard of every route: a route without a rule is refused (fail closed)."""
+async def authorize(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """The guard of every route: a route without a rule is refused (fail closed). Async, so
+    Litestar runs it on the event loop (a sync guard costs a thread hop per request)."""
     if connection.scope.get("method") == "OPTIONS":
         return
     if "role" not in handler.opt:
