@@ -38,7 +38,9 @@ bench: $(STAMP) ## run the benchmarks beside their baselines; writes bench/resul
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null 2>&1 || echo "wrk not installed: using the Python load generator"
 	$(PY) -m bench.run $(BENCH)
 
-soak: $(STAMP) ## fault soak (SOAK_MINUTES, default 10): kills and restarts under load, then checks; writes bench/results/soak.json
+SOAK_LOG_EXAMPLES ?= 500
+soak: $(STAMP) ## log property test at SOAK_LOG_EXAMPLES (500) Engines, then the fault soak (SOAK_MINUTES, default 10); writes bench/results/soak.json
+	DEDUCTION_PROPERTY_EXAMPLES=$(SOAK_LOG_EXAMPLES) $(VENV)/bin/pytest -q tests/integration/test_engine_log_property.py
 	$(PY) -m bench.soak
 
 clean: ## remove the virtualenv and local data
