@@ -117,6 +117,7 @@ async def _serve(settings: Settings, demo: bool, with_engine: bool = False) -> i
             host=settings.api_host,
             port=settings.api_port,
             log_level="warning",
+            access_log=False,  # the request-id wrapper logs each answer (http.answered, DEBUG)
             lifespan="on",
         )
         log.info(

@@ -165,7 +165,6 @@ def _litestar(state: State, settings: Settings, hub: StreamHub | None = None) ->
         on_startup=[hub.start] if hub else [],
         on_shutdown=[hub.stop] if hub else [],
         before_request=answer_options,
-        guards=[auth.authorize],
         middleware=[auth.AuthenticationMiddleware, *rate_limits(settings)],
         stores={STORE: rate_limit_store(settings)},
         cors_config=_cors(settings),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from litestar import Request
@@ -10,6 +11,7 @@ from litestar.middleware.rate_limit import RateLimitConfig
 from litestar.stores.base import Store
 from litestar.stores.memory import MemoryStore
 from litestar.stores.redis import RedisStore
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from deduction.config import Settings
 
@@ -45,10 +47,37 @@ def _config(kind: str, per_minute: int, methods: frozenset[str]) -> DefineMiddle
     ).middleware
 
 
-def rate_limits(settings: Settings) -> list[DefineMiddleware]:
+def _only_when_limited(
+    define: DefineMiddleware, methods: frozenset[str]
+) -> Callable[[ASGIApp], ASGIApp]:
+    """Litestar's limiter, entered only by the requests it may count. Entering it costs a
+    Request object and two calls per request even when its check says no (measured: 0.13 ms
+    of CPU per detail read with both limiters in an open-mode API), so a request with no
+    principal to count, or of the other kind, goes straight on."""
+
+    def build(app: ASGIApp) -> ASGIApp:
+        limited = define(app)
+
+        async def route(scope: Scope, receive: Receive, send: Send) -> None:
+            user = scope.get("user")
+            if user is None or user.kind == "open" or scope.get("method") not in methods:
+                await app(scope, receive, send)
+            else:
+                await limited(scope, receive, send)
+
+        return route
+
+    return build
+
+
+def rate_limits(settings: Settings) -> list[Callable[[ASGIApp], ASGIApp]]:
     limits = [("commands", settings.rate_limit_commands, COMMAND_METHODS),
               ("reads", settings.rate_limit_reads, READ_METHODS)]  # fmt: skip
-    return [_config(kind, n, methods) for kind, n, methods in limits if n > 0]
+    return [
+        _only_when_limited(_config(kind, n, methods), methods)
+        for kind, n, methods in limits
+        if n > 0
+    ]
 
 
 def rate_limit_store(settings: Settings) -> Store:
