@@ -109,11 +109,12 @@ async def run_page(
     each in a savepoint: those that fail alone are parked as dead letters and the position still moves, so
     one bad event never stops the projection or the commands waiting on it.
     """
-    position, head = await _position_and_head(conn, projection.name, lock=False)
+    topics = projection.topics()
+    position, head, stored, full = await _first_look(
+        conn, projection.name, topics, page_size, max_bytes
+    )
     if head <= position:
         return Page(0, position, position)
-    topics = projection.topics()
-    stored, full = await _matching(conn, topics, position, head, page_size, max_bytes)
     if not stored:
         if not record_empty:
             return Page(0, position, head)
@@ -209,6 +210,40 @@ async def _matching(
     rows = await cur.fetchall()
     cut = bool(rows) and rows[-1][5] >= max_bytes
     return rows, len(rows) == limit or cut
+
+
+async def _first_look(
+    conn: AsyncConnection[Any],
+    name: str,
+    topics: dict[str, str],
+    limit: int,
+    max_bytes: int,
+) -> tuple[int, int, list[tuple[Any, ...]], bool]:
+    """The projection's position, the event store's head and the next page of its events
+    after that position (as `_matching` reads it), in one statement and so one snapshot: a
+    wake-up of a projection with nothing to apply costs one round trip, not two."""
+    cur = await conn.execute(
+        "SELECT t.position, h.head, p.notification_id, p.originator_id, p.originator_version,"
+        " p.topic, p.state, p.running"
+        " FROM projection_tracking t"
+        f" CROSS JOIN (SELECT coalesce(max(notification_id), 0) AS head FROM {EVENTS_TABLE}) h"
+        " LEFT JOIN LATERAL (SELECT * FROM (SELECT notification_id, originator_id,"
+        " originator_version, topic, state, octet_length(state) AS size,"
+        " sum(octet_length(state)) OVER (ORDER BY notification_id) AS running"
+        f" FROM {EVENTS_TABLE} WHERE notification_id > t.position AND notification_id <= h.head"
+        " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s) AS page"
+        " WHERE running - size < %s) p ON true"
+        " WHERE t.name = %s ORDER BY p.notification_id",
+        [list(topics), limit, max_bytes, name],
+        prepare=True,
+    )
+    result = await cur.fetchall()
+    if not result:
+        raise LookupError(f"projection {name!r} has no tracking row")
+    position, head = int(result[0][0]), int(result[0][1])
+    rows = [r[2:] for r in result if r[2] is not None]
+    cut = bool(rows) and rows[-1][5] >= max_bytes
+    return position, head, rows, len(rows) == limit or cut
 
 
 async def _position_and_head(
