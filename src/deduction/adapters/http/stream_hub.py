@@ -41,14 +41,16 @@ class StreamsFullError(ServiceBusyError):
     """This process already serves its most subscribers (503)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True, weakref_slot=True)
 class Subscriber:
-    """One open stream: a task's (or, with task_id None, the board's), and its queue."""
+    """One open stream: a task's (or, with task_id None, the board's), and the messages queued
+    for it. A fan-out appends to `pending` and wakes the stream, which takes them all at once."""
 
     task_id: int | None
     min_level: int
     status: str | None
-    queue: asyncio.Queue[Frame] = field(default_factory=asyncio.Queue)
+    pending: list[Frame] = field(default_factory=list)
+    waiter: asyncio.Future[None] | None = None  # set while the stream waits for messages
     last: str = "0"  # token of the newest message queued or sent
     dropped: bool = False
     closed: bool = False
@@ -62,12 +64,18 @@ class Subscriber:
     def offer(self, f: Frame, limit: int) -> None:
         if self.dropped:
             return
-        if self.queue.qsize() >= limit - 1:  # the last slot is for the resume message
-            self.queue.put_nowait(resume_frame(self.last, "the client reads too slowly"))
+        if len(self.pending) >= limit - 1:  # the last place is for the resume message
+            self.pending.append(resume_frame(self.last, "the client reads too slowly"))
             self.dropped = True
-            return
-        self.queue.put_nowait(f)
-        self.last = f.token
+        else:
+            self.pending.append(f)
+            self.last = f.token
+        self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class StreamHub:
@@ -131,39 +139,65 @@ class StreamHub:
 
     async def follow(
         self, sub: Subscriber, after: tuple[int, int], heartbeat: float, max_age: float
-    ) -> AsyncIterator[Frame | None]:
-        """What the subscriber missed after `after`, read from the tables, then its live feed;
-        None when nothing came for `heartbeat` seconds. Ends after an end or resume message,
-        or after `max_age` seconds (the client then resumes, perhaps on another process)."""
+    ) -> AsyncIterator[list[Frame] | None]:
+        """What the subscriber missed after `after`, read from the tables, then its live feed,
+        in batches (each what one read or one wake-up brought); None when nothing came for
+        `heartbeat` seconds. Ends after an end or resume message, or after `max_age` seconds
+        (the client then resumes, perhaps on another process)."""
         await self._ready.wait()  # before it, `fetched` is not yet where the tables are
-        deadline, cursor, target = time.monotonic() + max_age, after, self.fetched
-        async for f in self._replay(sub, cursor, target):  # the bulk, without holding anyone up
-            cursor = f.key
-            yield f
-            if f.kind == "end":
+        loop = asyncio.get_running_loop()
+        deadline, cursor, target = loop.time() + max_age, after, self.fetched
+        async for batch in self._replay(sub, cursor, target):  # the bulk, holding no one up
+            cursor = batch[-1].key
+            yield batch
+            if batch[-1].kind == "end":
                 return
         cursor = max(cursor, (target, LAST_RANK))
         async with self._lock:  # between two fan-outs: the next one includes this subscriber
             joined = self.fetched
             sub.last = format_token(cursor)
             self._register(sub)
-        async for f in self._replay(sub, cursor, joined):  # what came while catching up
-            cursor = f.key
-            yield f
-            if f.kind == "end":
+        async for batch in self._replay(sub, cursor, joined):  # what came while catching up
+            cursor = batch[-1].key
+            yield batch
+            if batch[-1].kind == "end":
                 return
-        while (left := deadline - time.monotonic()) > 0:
-            try:  # asyncio.timeout, not wait_for: no task per message at 1,000 subscribers
-                async with asyncio.timeout(min(heartbeat, left)):
-                    f = await sub.queue.get()
-            except TimeoutError:
-                yield None
-                continue
-            if f.kind == "resume" or f.key > cursor:  # another process may have sent it already
-                cursor = max(cursor, f.key)
-                yield f
-            if f.kind in ("resume", "end"):
-                return
+        # One timer per stream, moved only when it fires: a message costs no timer work.
+        sent_at, timer = loop.time(), None
+
+        def ring() -> None:
+            nonlocal timer
+            timer = None
+            sub.wake()
+
+        try:
+            while True:
+                if not sub.pending:
+                    now = loop.time()
+                    if now >= deadline:
+                        return
+                    if now >= sent_at + heartbeat:
+                        sent_at = now
+                        yield None
+                        continue
+                    if timer is None:
+                        timer = loop.call_at(min(sent_at + heartbeat, deadline), ring)
+                    sub.waiter = loop.create_future()
+                    await sub.waiter
+                    sub.waiter = None
+                    continue
+                batch, sub.pending = sub.pending, []
+                out, ended = _after(batch, cursor)
+                if out:
+                    cursor = max(cursor, out[-1].key)
+                    sent_at = loop.time()
+                    yield out
+                if ended:
+                    return
+        finally:
+            sub.waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def _register(self, sub: Subscriber) -> None:
         if sub.task_id is None:
@@ -173,14 +207,15 @@ class StreamHub:
 
     async def _replay(
         self, sub: Subscriber, cursor: tuple[int, int], upto: int
-    ) -> AsyncIterator[Frame]:
+    ) -> AsyncIterator[list[Frame]]:
         after = cursor[0] if cursor[1] >= LAST_RANK else cursor[0] - 1
         ids = None if sub.task_id is None else [sub.task_id]
         while after < upto:
             page = await self.changes.changes(ids, after, upto)
-            for f, status in _frames(page, sub.min_level):
-                if f.key > cursor and sub.wants(status):
-                    yield f
+            batch = [f for f, status in _frames(page, sub.min_level)
+                     if f.key > cursor and sub.wants(status)]  # fmt: skip
+            if batch:
+                yield batch
             after = page.reached
 
     async def _pump(self) -> None:
@@ -204,17 +239,18 @@ class StreamHub:
         if self._board:
             pages.append((await self.changes.changes(None, after, upto), self._board))
         reached = min((p.reached for p, _ in pages), default=upto)
+        limit = self.queue_size
         for page, board in pages:
-            levels: dict[tuple[int, int], dict[int, Frame | None]] = {}
             for change, tok, status in _tokens(page, reached):
                 subs = board if board is not None else self._tasks.get(change.task_id, ())
-                for sub in list(subs):
-                    by_level = levels.setdefault(change.key, {})
-                    if sub.min_level not in by_level:
-                        by_level[sub.min_level] = frame(change, tok, sub.min_level)
-                    f = by_level[sub.min_level]
+                by_level: dict[int, Frame | None] = {}  # each message encoded once per level
+                for sub in subs:
+                    if sub.min_level in by_level:
+                        f = by_level[sub.min_level]
+                    else:
+                        f = by_level[sub.min_level] = frame(change, tok, sub.min_level)
                     if f is not None and sub.wants(status):
-                        sub.offer(f, self.queue_size)
+                        sub.offer(f, limit)
         self.fetched = reached
         if pages:
             took = round(time.monotonic() - started, 4)
@@ -257,6 +293,18 @@ def _tokens(page: ChangePage, upto: int) -> list[tuple[Change, str, RowStatus]]:
         status = (row["status"], row.get("previous_status")) if c.kind == "task" else None
         out.append((c, token(c, last), status))
     return out
+
+
+def _after(batch: list[Frame], cursor: tuple[int, int]) -> tuple[list[Frame], bool]:
+    """The frames past `cursor` (another process may have sent the others already), up to an
+    end or resume message; and whether one came (the stream then ends)."""
+    out: list[Frame] = []
+    for f in batch:
+        if f.kind == "resume" or f.key > cursor:
+            out.append(f)
+        if f.kind in ("resume", "end"):
+            return out, True
+    return out, False
 
 
 def _frames(page: ChangePage, min_level: int) -> list[tuple[Frame, RowStatus]]:

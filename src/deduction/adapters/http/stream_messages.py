@@ -102,12 +102,21 @@ class HeartbeatMessage(msgspec.Struct, tag_field="type", tag="heartbeat"):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One message, encoded once for every subscriber that receives it."""
+    """One message, encoded once (JSON and its event-stream record) for every subscriber that
+    receives it."""
 
     key: tuple[int, int]
     token: str
     kind: str
     body: bytes
+    sse: bytes  # the event-stream record: `id:` is the resume token (none on a resume message)
+
+
+def _frame(key: tuple[int, int], tok: str, kind: str, body: bytes) -> Frame:
+    head = b"id: " + tok.encode() + b"\n" if tok else b""
+    return Frame(
+        key, tok, kind, body, head + b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n"
+    )
 
 
 def token(change: Change, last_at_position: bool) -> str:
@@ -148,21 +157,15 @@ def frame(change: Change, tok: str, min_level: int) -> Frame | None:
         if not lines:
             return None
         message = LogsMessage(tok, change.position, row["agent_execution_id"], lines)
-    return Frame(key, tok, change.kind, _encode(message))
+    return _frame(key, tok, change.kind, _encode(message))
 
 
 def resume_frame(after: str, reason: str) -> Frame:
-    return Frame((0, 0), "", "resume", _encode(ResumeMessage(after, reason)))
+    return _frame((0, 0), "", "resume", _encode(ResumeMessage(after, reason)))
 
 
 def heartbeat_body(position: int) -> bytes:
     return _encode(HeartbeatMessage(position))
-
-
-def sse(f: Frame) -> bytes:
-    """An event-stream record: `id:` is the resume token (none on a resume message)."""
-    head = b"id: " + f.token.encode() + b"\n" if f.token else b""
-    return head + b"event: " + f.kind.encode() + b"\ndata: " + f.body + b"\n\n"
 
 
 SSE_HEARTBEAT = b": heartbeat\n\n"

@@ -25,7 +25,6 @@ from deduction.adapters.http.stream_messages import (
     SSE_RETRY,
     heartbeat_body,
     parse_token,
-    sse,
 )
 from deduction.application.service import NotFoundError
 from deduction.application.services import ServiceBusyError
@@ -86,8 +85,8 @@ async def _events(
     try:
         yield SSE_RETRY
         follow = hub.follow(sub, after, settings.stream_heartbeat, settings.stream_max_age)
-        async for f in follow:
-            yield SSE_HEARTBEAT if f is None else sse(f)
+        async for batch in follow:  # one write for all a wake-up brought
+            yield SSE_HEARTBEAT if batch is None else b"".join(f.sse for f in batch)
     finally:
         hub.close(sub)
 
@@ -180,9 +179,9 @@ async def _send(
     sub: Subscriber,
     after: tuple[int, int],
 ) -> None:
-    async for f in hub.follow(sub, after, settings.stream_heartbeat, settings.stream_max_age):
-        body = heartbeat_body(hub.fetched) if f is None else f.body
-        await socket.send_data(body.decode(), mode="text")
+    async for batch in hub.follow(sub, after, settings.stream_heartbeat, settings.stream_max_age):
+        for body in [heartbeat_body(hub.fetched)] if batch is None else [f.body for f in batch]:
+            await socket.send_data(body.decode(), mode="text")
     with contextlib.suppress(Exception):  # the client may be gone already
         await socket.close(code=1000)
 
