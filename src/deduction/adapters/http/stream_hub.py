@@ -192,7 +192,7 @@ class StreamHub:
                     cursor = max(cursor, out[-1].key)
                     sent_at = loop.time()
                     yield out
-                if ended:
+                if ended or sent_at >= deadline:  # a busy stream is closed at its age too
                     return
         finally:
             sub.waiter = None
@@ -214,8 +214,11 @@ class StreamHub:
             page = await self.changes.changes(ids, after, upto)
             batch = [f for f, status in _frames(page, sub.min_level)
                      if f.key > cursor and sub.wants(status)]  # fmt: skip
+            batch, ended = _after(batch, cursor)  # nothing after an end message
             if batch:
                 yield batch
+            if ended:
+                return
             after = page.reached
 
     async def _pump(self) -> None:
