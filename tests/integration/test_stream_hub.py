@@ -73,11 +73,11 @@ async def test_a_subscriber_that_stops_reading_is_told_where_to_resume(
         got += batch
     hub.close(sub)
     assert got[-1].kind == "resume" and len(got) <= QUEUE + 1  # never more than it holds
-    resume_after = got[-1].body.decode()
+    resume_after = got[-1].text
     assert f'"after":"{got[-2].token}"' in resume_after
     rest = await _frames(hub, task_id, parse_token(got[-2].token, "after"))
     whole = await _frames(hub, task_id, start)
-    assert [f.body for f in got[:-1] + rest] == [f.body for f in whole]
+    assert [f.text for f in got[:-1] + rest] == [f.text for f in whole]
     assert len(whole) == 10
 
 
@@ -126,4 +126,4 @@ async def test_one_fan_out_wakes_each_subscriber_once_with_bytes_encoded_once(
     a, b = got
     assert a is not None and b is not None
     assert [f.kind for f in a] == ["logs"] * len(batches)
-    assert all(x.sse is y.sse and x.body is y.body for x, y in zip(a, b, strict=True))
+    assert all(x.sse is y.sse and x.text is y.text for x, y in zip(a, b, strict=True))

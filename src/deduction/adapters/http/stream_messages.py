@@ -102,21 +102,20 @@ class HeartbeatMessage(msgspec.Struct, tag_field="type", tag="heartbeat"):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One message, encoded once (JSON and its event-stream record) for every subscriber that
-    receives it."""
+    """One message, encoded once for every subscriber that receives it: its JSON (a WebSocket
+    text frame) and its event-stream record."""
 
     key: tuple[int, int]
     token: str
     kind: str
-    body: bytes
+    text: str  # the message's JSON
     sse: bytes  # the event-stream record: `id:` is the resume token (none on a resume message)
 
 
 def _frame(key: tuple[int, int], tok: str, kind: str, body: bytes) -> Frame:
     head = b"id: " + tok.encode() + b"\n" if tok else b""
-    return Frame(
-        key, tok, kind, body, head + b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n"
-    )
+    record = head + b"event: " + kind.encode() + b"\ndata: " + body + b"\n\n"
+    return Frame(key, tok, kind, body.decode(), record)
 
 
 def token(change: Change, last_at_position: bool) -> str:
@@ -164,8 +163,8 @@ def resume_frame(after: str, reason: str) -> Frame:
     return _frame((0, 0), "", "resume", _encode(ResumeMessage(after, reason)))
 
 
-def heartbeat_body(position: int) -> bytes:
-    return _encode(HeartbeatMessage(position))
+def heartbeat_text(position: int) -> str:
+    return _encode(HeartbeatMessage(position)).decode()
 
 
 SSE_HEARTBEAT = b": heartbeat\n\n"

@@ -23,7 +23,7 @@ from deduction.adapters.http.stream_hub import StreamHub, Subscriber
 from deduction.adapters.http.stream_messages import (
     SSE_HEARTBEAT,
     SSE_RETRY,
-    heartbeat_body,
+    heartbeat_text,
     parse_token,
 )
 from deduction.application.service import NotFoundError
@@ -180,8 +180,8 @@ async def _send(
     after: tuple[int, int],
 ) -> None:
     async for batch in hub.follow(sub, after, settings.stream_heartbeat, settings.stream_max_age):
-        for body in [heartbeat_body(hub.fetched)] if batch is None else [f.body for f in batch]:
-            await socket.send_data(body.decode(), mode="text")
+        for text in [heartbeat_text(hub.fetched)] if batch is None else [f.text for f in batch]:
+            await socket.send_data(text, mode="text")
     with contextlib.suppress(Exception):  # the client may be gone already
         await socket.close(code=1000)
 
