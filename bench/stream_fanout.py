@@ -164,7 +164,7 @@ async def fan_out(url: str, base: str, pid: int, subscribers: int, events: int) 
         "readable_p50_ms": round(percentile(readable, 0.5), 2),
         "readable_p99_ms": round(percentile(readable, 0.99), 2),
         # the API's CPU per event committed (projections, read, fan-out to every subscriber):
-        # what contention on a shared machine does not change
+        # steadier than the latency on a shared machine
         "api_cpu_ms_per_event": round(cpu * 1000 / events, 2),
         # the readers and the committer, on the same cores
         "client_cpu_ms_per_event": round(client_cpu * 1000 / events, 2),
