@@ -153,7 +153,7 @@ async def open_worker_context(
     """What the jobs find in ctx: the monitor (HttpEngine behind it), the read pool, settings."""
     from deduction.adapters.engine import CircuitBreaker, HttpEngine, engine_session
     from deduction.adapters.event_store import event_streams_for
-    from deduction.adapters.worker.admission import Admission, caps_of
+    from deduction.adapters.worker.admission import Admission, LoadSampler, caps_of
     from deduction.application.monitor import TaskMonitor
     from deduction.application.reports import EngineReports
 
@@ -174,7 +174,8 @@ async def open_worker_context(
         caps = caps_of(s)
         admission = Admission(services, reports, caps) if caps.any else None
         yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,
-               "enqueue": enqueue, "admission": admission}  # fmt: skip
+               "enqueue": enqueue, "admission": admission,
+               "load_sampler": LoadSampler(services, engine)}  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -77,6 +77,23 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     queue_aging: float = 300.0
     """Seconds of waiting that raise a queued task's effective priority by one level, so
     that a stream of high-priority tasks cannot starve the others."""
+    engine_max_cpu_percent: float | None = None
+    """Submissions wait while the Engine's last reported CPU use is above this (percent);
+    unset: not used (nor when the Engine offers no load figures)."""
+    engine_max_memory_percent: float | None = None
+    """Submissions wait while the Engine's last reported memory use is above this (percent);
+    unset: not used."""
+    engine_load_sample_interval: float = 60.0
+    """Seconds between two recorded samples of the Engine's load (read every sweep); a figure
+    that moves by more than ENGINE_LOAD_SAMPLE_DELTA, or crosses a limit, is recorded sooner."""
+    engine_load_sample_delta: float = 10.0
+    """Points of CPU or memory use a figure must move by to be recorded before the interval."""
+    metrics_enabled: bool = True
+    """Serve /metrics (Prometheus text format) from the API, and time its requests."""
+    metrics_port: int = 0
+    """Port on which `deduction worker` serves its own /metrics; 0: none."""
+    metrics_host: str = "127.0.0.1"
+    """Address a worker's METRICS_PORT listens on."""
     auth_mode: str = "auto"
     """auto: authentication is on when JWT is configured; on: every call needs a token
     (API tokens, and JWT when configured); off: open, even beyond loopback."""
@@ -128,6 +145,13 @@ _ENV_NAMES = {
     "engine_max_running_tasks": "ENGINE_MAX_RUNNING_TASKS",
     "engine_max_running_agents": "ENGINE_MAX_RUNNING_AGENTS",
     "queue_aging": "QUEUE_AGING",
+    "engine_max_cpu_percent": "ENGINE_MAX_CPU_PERCENT",
+    "engine_max_memory_percent": "ENGINE_MAX_MEMORY_PERCENT",
+    "engine_load_sample_interval": "ENGINE_LOAD_SAMPLE_INTERVAL",
+    "engine_load_sample_delta": "ENGINE_LOAD_SAMPLE_DELTA",
+    "metrics_enabled": "METRICS_ENABLED",
+    "metrics_port": "METRICS_PORT",
+    "metrics_host": "METRICS_HOST",
     "auth_mode": "AUTH_MODE",
     "auth_jwt_secret": "AUTH_JWT_SECRET",
     "auth_jwt_jwks_url": "AUTH_JWT_JWKS_URL",
@@ -186,6 +210,15 @@ def _check_scheduling(s: Settings) -> None:
                             " negative (0: no cap)")  # fmt: skip
     if s.queue_aging <= 0:
         raise SettingsError("QUEUE_AGING must be positive")
+    for name, limit in (("ENGINE_MAX_CPU_PERCENT", s.engine_max_cpu_percent),
+                        ("ENGINE_MAX_MEMORY_PERCENT", s.engine_max_memory_percent)):  # fmt: skip
+        if limit is not None and not 0 <= limit <= 100:
+            raise SettingsError(f"{name} must be between 0 and 100 (unset: not used)")
+    if s.engine_load_sample_interval <= 0 or s.engine_load_sample_delta < 0:
+        raise SettingsError("ENGINE_LOAD_SAMPLE_INTERVAL must be positive,"
+                            " ENGINE_LOAD_SAMPLE_DELTA not negative")  # fmt: skip
+    if not 0 <= s.metrics_port <= 65535:
+        raise SettingsError("METRICS_PORT must be a port number (0: no worker metrics)")
 
 
 def _check_auth(s: Settings) -> None:

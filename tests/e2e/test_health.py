@@ -22,4 +22,5 @@ async def test_ready_reports_projection_lag(api: Api) -> None:
         "history",
         "catalog",
         "tokens",
+        "engine_load",
     }

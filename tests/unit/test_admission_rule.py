@@ -37,3 +37,22 @@ def test_without_caps_everything_is_admitted() -> None:
     assert free_slots(3, Caps(tasks=5), queued=10) == 2
     assert free_slots(7, Caps(tasks=5), queued=10) == 0
     assert free_slots(7, Caps(), queued=10) == 10
+
+
+class Figures(NamedTuple):
+    cpu_percent: float | None
+    memory_percent: float | None
+
+
+def test_nothing_is_admitted_while_the_engine_reports_a_load_above_a_limit() -> None:
+    heads, caps = [Head(1, 1), Head(2, 1)], Caps(tasks=5, cpu_percent=80, memory_percent=90)
+    assert choose(heads, 0, 0, caps, Figures(81, 10)) == []
+    assert choose(heads, 0, 0, caps, Figures(10, 95)) == []
+    assert choose(heads, 0, 0, caps, Figures(80, 90)) == [1, 2]
+
+
+def test_without_load_figures_the_caps_alone_decide() -> None:
+    heads, caps = [Head(1, 1), Head(2, 1)], Caps(tasks=1, cpu_percent=50)
+    assert choose(heads, 0, 0, caps, None) == [1]
+    assert choose(heads, 0, 0, caps, Figures(None, None)) == [1]
+    assert choose(heads, 0, 0, Caps(tasks=1), Figures(99, 99)) == [1]  # no limit set

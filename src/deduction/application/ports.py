@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from uuid import UUID
 
 import msgspec
@@ -160,6 +160,13 @@ class EngineLogLine(msgspec.Struct):
     seq: int | None = None
 
 
+class EngineLoadFigures(msgspec.Struct):
+    """Not part of 4.1: the Engine's CPU and memory use in percent (GET /engine/load)."""
+
+    cpu_percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+    memory_percent: Annotated[float, msgspec.Meta(ge=0, le=100)] | None = None
+
+
 class EngineSubmitted(msgspec.Struct):
     engine_task_id: str | int
 
@@ -234,6 +241,10 @@ class Engine(Protocol):
     async def stop(self, engine_task_id: str) -> None: ...
 
     async def restart_agent(self, engine_agent_id: str) -> None: ...
+
+    async def load(self) -> EngineLoadFigures | None:
+        """The Engine's load figures; None when it offers none (a 404: 4.1 alone)."""
+        ...
 
     def circuit_open(self) -> bool:
         """True while calls are refused without reaching the Engine."""

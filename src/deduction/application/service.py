@@ -18,14 +18,17 @@ from deduction.domain import (
     AgentExecution,
     AgentMeta,
     DeductionTask,
+    EngineLoad,
     EnvInstance,
     IdempotencyKey,
     Scheme,
     TaskName,
 )
 from deduction.domain.catalog import catalog_id
+from deduction.domain.engine_load import SamplePolicy
 from deduction.domain.ids import new_id, to_uuid
 from deduction.domain.task import DEFAULT_PRIORITY
+from deduction.domain.times import utc_now
 
 T = TypeVar("T")
 _COMMAND_ATTEMPTS = 5
@@ -319,6 +322,22 @@ class DeductionApp(Application[UUID]):
             return Receipt(saved.position, data, saved.topics)
 
         return retry_on_conflict(command)
+
+    def sample_engine_load(
+        self, engine_url: str, cpu: float | None, memory: float | None, policy: SamplePolicy
+    ) -> int:
+        """Record the Engine's load when the policy says it is news; the position saved (0:
+        nothing recorded; a sampler in another process that won the race is as good)."""
+        try:
+            load: EngineLoad = self.repository.get(EngineLoad.create_id(engine_url))
+        except AggregateNotFoundError:
+            load = EngineLoad(engine_url)
+        if not load.sample(cpu, memory, utc_now(), policy):
+            return 0
+        try:
+            return self._save(load).position
+        except IntegrityError:
+            return 0
 
     def update_config(
         self, task_id: int, changes: Iterable[tuple[int, Mapping[str, Any]]], operator: str

@@ -1,6 +1,7 @@
 """The domain model: aggregates, their events and errors (stdlib + eventsourcing.domain only)."""
 
 from deduction.domain.catalog import AgentMeta, EnvInstance, Scheme
+from deduction.domain.engine_load import EngineLoad
 from deduction.domain.errors import (
     DomainError,
     IllegalTransitionError,
@@ -22,6 +23,7 @@ __all__ = [
     "ApiToken",
     "DeductionTask",
     "DomainError",
+    "EngineLoad",
     "EnvInstance",
     "ExecutionLog",
     "IdempotencyKey",

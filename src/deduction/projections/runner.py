@@ -17,6 +17,7 @@ from deduction.projections import as_of, dead_letters
 from deduction.projections.agents import AgentProjection
 from deduction.projections.base import Projection, event_row
 from deduction.projections.catalog import CatalogProjection
+from deduction.projections.engine_load import EngineLoadProjection
 from deduction.projections.history import HistoryProjection
 from deduction.projections.logs import LogProjection
 from deduction.projections.tasks import TaskProjection
@@ -45,6 +46,7 @@ def all_projections() -> list[Projection]:
         HistoryProjection(),
         CatalogProjection(),
         TokenProjection(),
+        EngineLoadProjection(),
     ]
 
 

@@ -275,6 +275,16 @@ async def restart(request: web.Request) -> web.Response:
     return _reply({"engine_agent_id": agent_id, "attempt": attempt})
 
 
+async def load(request: web.Request) -> web.Response:
+    """Not part of 4.1: the CPU and memory use the knobs set (404 with `load` off)."""
+    engine = _engine(request)
+    engine.stats["load"] += 1
+    k = engine.knobs
+    if not k.load:
+        return _error(404, "no load figures on this Engine")
+    return _reply({"cpu_percent": k.cpu_percent, "memory_percent": k.memory_percent})
+
+
 # -- admin -----------------------------------------------------------------------------------
 
 
@@ -335,6 +345,7 @@ def make_app(engine: ReferenceEngine) -> web.Application:
     app.router.add_put("/engine/task/{task_id}/update", update)
     app.router.add_post("/engine/task/{task_id}/stop", stop)
     app.router.add_post("/engine/agent/{agent_id}/restart", restart)
+    app.router.add_get("/engine/load", load)
     app.router.add_get("/admin/knobs", get_knobs)
     app.router.add_put("/admin/knobs", set_knobs)
     app.router.add_get("/admin/stats", get_stats)

@@ -69,6 +69,10 @@ class Knobs(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     burst: int = 0  # lines emitted at one instant when an attempt starts running
     stall_rate: float = 0.0  # share of Engine calls that stall `stall_seconds` before answering
     stall_seconds: float = 30.0
+    # Not part of 4.1: the Engine's load, for admission (GET /engine/load).
+    load: bool = True  # offer GET /engine/load (False: 404, as an Engine of 4.1 alone)
+    cpu_percent: float = 10.0  # the CPU use it reports
+    memory_percent: float = 20.0  # the memory use it reports
 
 
 _wire_json = msgspec.json.Encoder()

@@ -13,6 +13,7 @@ from yarl import URL
 
 from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy
 from deduction.application.ports import (
+    EngineLoadFigures,
     EngineLogLine,
     EngineLogPage,
     EngineLogs,
@@ -76,6 +77,7 @@ class HttpEngine:
         self._logs = msgspec.json.Decoder(EngineLogs)
         self._line = msgspec.json.Decoder(EngineLogLine)
         self._page = msgspec.json.Decoder(_Page)
+        self._load = msgspec.json.Decoder(EngineLoadFigures)
         self.restart_supported: bool | None = None
         self.last_failure = "none"
 
@@ -128,6 +130,16 @@ class HttpEngine:
                 raise RestartUnsupportedError(e.status, e.detail) from None
             raise
         self.restart_supported = True
+
+    async def load(self) -> EngineLoadFigures | None:
+        """Not part of 4.1: a 404/405 means this Engine offers no load figures."""
+        try:
+            raw = await self._call("GET", "/engine/load", retry=False)
+        except EngineRejectedError as e:
+            if e.status in (404, 405):
+                return None
+            raise
+        return self._decode(self._load, raw, "load")
 
     def circuit_open(self) -> bool:
         return self.breaker.is_open()

@@ -16,9 +16,12 @@ import structlog
 
 from deduction.application.admission import Caps, choose, free_slots
 from deduction.application.findings import SubmitPlan
+from deduction.application.ports import Engine, EngineError
 from deduction.application.reports import EngineReports
 from deduction.application.services import Services
 from deduction.config import Settings
+from deduction.domain.engine_load import SamplePolicy
+from deduction.projections.engine_load import PostgresEngineLoadView
 from deduction.projections.queue import PostgresQueueView, queued
 from deduction.projections.runner import head_position
 
@@ -29,7 +32,34 @@ _STATE = f"SELECT submission_attempts > 0, {queued('t')} FROM deduction_task t W
 
 
 def caps_of(settings: Settings) -> Caps:
-    return Caps(settings.engine_max_running_tasks, settings.engine_max_running_agents)
+    return Caps(settings.engine_max_running_tasks, settings.engine_max_running_agents,
+                settings.engine_max_cpu_percent, settings.engine_max_memory_percent)  # fmt: skip
+
+
+def sample_policy(settings: Settings) -> SamplePolicy:
+    return SamplePolicy(settings.engine_load_sample_interval, settings.engine_load_sample_delta,
+                        settings.engine_max_cpu_percent, settings.engine_max_memory_percent)  # fmt: skip
+
+
+class LoadSampler:
+    """Asks the Engine for its load (not while its circuit is open) and records it when it is
+    news (decision D23). An Engine without figures, or failing, changes nothing here."""
+
+    def __init__(self, services: Services, engine: Engine) -> None:
+        self.services, self.engine = services, engine
+        self.policy = sample_policy(services.settings)
+
+    async def sample(self) -> None:
+        if self.engine.circuit_open():
+            return
+        try:
+            figures = await self.engine.load()
+        except EngineError as e:
+            log.debug("engine.load_unavailable", error=str(e))
+            return
+        cpu, memory = (figures.cpu_percent, figures.memory_percent) if figures else (None, None)
+        app, url = self.services.app, self.services.settings.engine_url
+        await self.services.run_poll(app.sample_engine_load, url, cpu, memory, self.policy)
 
 
 def lock_key(engine_url: str) -> int:
@@ -45,11 +75,16 @@ class Admission:
         s = services.settings
         self.services, self.reports, self.caps = services, reports, caps
         self.queue = PostgresQueueView(services.pool, s.queue_aging)
+        self.load = PostgresEngineLoadView(services.pool)
+        self._url = s.engine_url
         self._key = lock_key(s.engine_url)
 
     async def candidates(self) -> list[int]:
         """The tasks the next decisions would admit, read without the lock (a hint: each is
         decided again under it)."""
+        load = await self.load.latest(self._url) if self.caps.by_load else None
+        if self.caps.overloaded(load):
+            return []
         occupied = await self.queue.occupancy()
         limit = min(HEADS_LOOKED_AT, free_slots(occupied.tasks, self.caps, HEADS_LOOKED_AT))
         if limit == 0:
@@ -81,10 +116,13 @@ class Admission:
             return row is not None
         if not row[1]:
             return False
+        load = await self.load.latest(self._url, conn) if self.caps.by_load else None
+        if self.caps.overloaded(load):
+            return False
         occupied = await self.queue.occupancy(conn)
         limit = min(HEADS_LOOKED_AT, free_slots(occupied.tasks, self.caps, HEADS_LOOKED_AT))
         heads = await self.queue.heads(limit, conn) if limit else []
-        if task_id not in choose(heads, occupied.tasks, occupied.agents, self.caps):
+        if task_id not in choose(heads, occupied.tasks, occupied.agents, self.caps, load):
             return False
         plan: SubmitPlan | None = await self.services.run_poll(
             self.reports.request_submission, task_id

@@ -90,6 +90,8 @@ async def sweep(ctx: Ctx) -> None:
     """Re-derive every pending piece of work from the read tables (Redis holds no truth)."""
     recent = max(60.0, 10 * ctx["settings"].task_poll_interval)
     tasks = await PostgresTaskView(ctx["pool"]).open_tasks(recent)
+    if tasks and ctx.get("load_sampler") is not None:
+        await ctx["load_sampler"].sample()  # before admit_next, which reads the figures
     admission = ctx.get("admission") is not None
     work = [(job, task.id) for task in tasks for job in _jobs(task, admission)]
     for job, task_id in work:
