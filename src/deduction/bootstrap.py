@@ -162,6 +162,7 @@ async def open_worker_context(
         # While the circuit is open, one probe per poll interval finds out that it is back.
         breaker = CircuitBreaker(threshold=5, cooldown=min(30.0, s.task_poll_interval))
         engine = HttpEngine(session, s.engine_url, s.engine_timeout, breaker=breaker)
+        services.engine = engine
         reports = EngineReports(
             services.app,
             s.engine_url,
@@ -171,11 +172,10 @@ async def open_worker_context(
             run_missing_grace=s.engine_run_missing_grace,
         )
         monitor = TaskMonitor(reports, engine, services.run_poll)
-        caps = caps_of(s)
-        admission = Admission(services, reports, caps) if caps.any else None
+        caps, sampler = caps_of(s), LoadSampler(services, engine)
+        admission = Admission(services, reports, caps, sampler) if caps.any else None
         yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,
-               "enqueue": enqueue, "admission": admission,
-               "load_sampler": LoadSampler(services, engine)}  # fmt: skip
+               "enqueue": enqueue, "admission": admission, "load_sampler": sampler}  # fmt: skip
 
 
 @contextlib.asynccontextmanager

@@ -53,6 +53,7 @@ RULES: dict[tuple[str, str], str] = {
     ("POST", f"{CATALOG}/env-instances"): "admin",
     ("GET", f"{CATALOG}/env-instances"): "viewer",
     ("GET", f"{CATALOG}/env-instances/{{entry_id:str}}"): "viewer",
+    ("GET", "/api/v1/deduction/engine/status"): "viewer",
     ("GET", "/api/v1/deduction/stream"): "viewer",
     ("GET", f"{TASK}/{{task_id:str}}/stream"): "viewer",
     ("WS", f"{TASK}/{{task_id:str}}/ws"): "viewer",

@@ -44,8 +44,15 @@ async def test_cli_rebuild_reproduces_tables_and_status_shows_no_lag(
     status = deduction(db_url, "projections", "status")
     assert status.returncode == 0, status.stderr
     rows = [line.split() for line in status.stdout.splitlines()[1:]]
-    assert {r[0] for r in rows} == {"tasks", "agents", "logs", "history", "catalog", "tokens",
-                                "engine_load"}
+    assert {r[0] for r in rows} == {
+        "tasks",
+        "agents",
+        "logs",
+        "history",
+        "catalog",
+        "tokens",
+        "engine_load",
+    }
     assert all(r[3] == "0" for r in rows)
 
 

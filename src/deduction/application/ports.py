@@ -250,6 +250,10 @@ class Engine(Protocol):
         """True while calls are refused without reaching the Engine."""
         ...
 
+    def circuit_state(self) -> str:
+        """closed, open or half-open (one probe call let through)."""
+        ...
+
     def failing_since(self) -> str | None:
         """When the current run of failed calls began (ISO 8601, UTC); None while it answers."""
         ...

@@ -13,7 +13,7 @@ from typing import Any
 import structlog
 from psycopg_pool import AsyncConnectionPool
 
-from deduction.application.ports import Dispatcher, NoDispatcher, ReadModels
+from deduction.application.ports import Dispatcher, Engine, NoDispatcher, ReadModels
 from deduction.application.service import DeductionApp, Receipt
 from deduction.config import Settings
 
@@ -73,6 +73,7 @@ class Services:
     poll_executor: ThreadPoolExecutor | None = None
     dispatcher: Dispatcher = field(default_factory=NoDispatcher)
     poll_load: PollLoad = field(default_factory=PollLoad)
+    engine: Engine | None = None  # this process's Engine client, when it runs the jobs
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a synchronous application call in the command pool, within the command deadline."""

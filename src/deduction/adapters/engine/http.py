@@ -144,6 +144,9 @@ class HttpEngine:
     def circuit_open(self) -> bool:
         return self.breaker.is_open()
 
+    def circuit_state(self) -> str:
+        return self.breaker.state
+
     def failing_since(self) -> str | None:
         return self.breaker.failing_since
 
@@ -248,6 +251,22 @@ class HttpEngine:
             f"{method} {path}: the Engine's response exceeds {self._max_bytes} bytes",
             utc_now_iso(),
         )
+
+
+async def reachable(base_url: str, timeout: float) -> str | None:
+    """Whether the Engine answers HTTP at all (any status below 500): None when it does, else
+    why not. One short-lived connection: for an operator's view, not the hot path."""
+    url = base_url.rstrip("/") + "/engine/load"
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                url, timeout=aiohttp.ClientTimeout(total=timeout), allow_redirects=False
+            ) as r,
+        ):
+            return None if r.status < 500 else f"the Engine answered {r.status}"
+    except (aiohttp.ClientError, TimeoutError, OSError) as e:
+        return f"{type(e).__name__}: {e}".rstrip(": ")
 
 
 def _query(params: dict[str, str]) -> str:

@@ -23,6 +23,7 @@ from deduction.adapters.http import auth, request_id
 from deduction.adapters.http.audit import AS_OF_HEADER, AuditController
 from deduction.adapters.http.catalog import CATALOG_CONTROLLERS
 from deduction.adapters.http.deps import DEPENDENCIES, ReadViews
+from deduction.adapters.http.engine import EngineController
 from deduction.adapters.http.envelope import Envelope
 from deduction.adapters.http.errors import EXCEPTION_HANDLERS, documented
 from deduction.adapters.http.executions import AgentExecutionController
@@ -158,6 +159,7 @@ def _litestar(state: State, settings: Settings, hub: StreamHub | None = None) ->
             LogController,
             HistoryController,
             AuditController,
+            EngineController,
             *CATALOG_CONTROLLERS,
             StreamController,
             task_socket,

@@ -9,6 +9,7 @@ taken by every earlier decision, whichever process made it, and no task is admit
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 import psycopg
@@ -28,6 +29,7 @@ from deduction.projections.runner import head_position
 log = structlog.get_logger(__name__)
 HEADS_LOOKED_AT = 1000  # with only an agents cap, the walk stops long before this
 CATCH_UP_TIMEOUT = 10.0
+LOAD_READ_EVERY = 1.0  # seconds: the Engine's load is read at most this often, per process
 _STATE = f"SELECT submission_attempts > 0, {queued('t')} FROM deduction_task t WHERE id = %s"
 
 
@@ -48,10 +50,13 @@ class LoadSampler:
     def __init__(self, services: Services, engine: Engine) -> None:
         self.services, self.engine = services, engine
         self.policy = sample_policy(services.settings)
+        self._next_read = 0.0
 
     async def sample(self) -> None:
-        if self.engine.circuit_open():
+        now = time.monotonic()
+        if now < self._next_read or self.engine.circuit_open():
             return
+        self._next_read = now + LOAD_READ_EVERY  # sweeps may come faster than this
         try:
             figures = await self.engine.load()
         except EngineError as e:
@@ -71,9 +76,16 @@ def lock_key(engine_url: str) -> int:
 class Admission:
     """Used by the jobs only when a cap is set; without caps every task is submitted at once."""
 
-    def __init__(self, services: Services, reports: EngineReports, caps: Caps) -> None:
+    def __init__(
+        self,
+        services: Services,
+        reports: EngineReports,
+        caps: Caps,
+        sampler: LoadSampler | None = None,
+    ) -> None:
         s = services.settings
         self.services, self.reports, self.caps = services, reports, caps
+        self.sampler = sampler if caps.by_load else None
         self.queue = PostgresQueueView(services.pool, s.queue_aging)
         self.load = PostgresEngineLoadView(services.pool)
         self._url = s.engine_url
@@ -95,6 +107,8 @@ class Admission:
     async def admit(self, task_id: int) -> SubmitPlan | bool:
         """The task's SubmitPlan when it is admitted now; True when it already holds a slot
         (a retried submission); False when it waits (or has nothing left to submit)."""
+        if self.sampler is not None:
+            await self.sampler.sample()  # a fresh reading is recorded before the head is read
         async with self.services.pool.connection() as conn:
             try:
                 await conn.execute("SELECT pg_advisory_lock(%s)", [self._key])
