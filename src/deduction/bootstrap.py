@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -153,6 +153,7 @@ async def open_worker_context(
     """What the jobs find in ctx: the monitor (HttpEngine behind it), the read pool, settings."""
     from deduction.adapters.engine import CircuitBreaker, HttpEngine, engine_session
     from deduction.adapters.event_store import event_streams_for
+    from deduction.adapters.metrics import METRICS
     from deduction.adapters.worker.admission import Admission, LoadSampler, caps_of
     from deduction.application.monitor import TaskMonitor
     from deduction.application.reports import EngineReports
@@ -161,8 +162,12 @@ async def open_worker_context(
     async with engine_session(limit=100) as session:
         # While the circuit is open, one probe per poll interval finds out that it is back.
         breaker = CircuitBreaker(threshold=5, cooldown=min(30.0, s.task_poll_interval))
-        engine = HttpEngine(session, s.engine_url, s.engine_timeout, breaker=breaker)
+        metrics = METRICS if s.metrics_enabled else None
+        engine = HttpEngine(session, s.engine_url, s.engine_timeout, breaker=breaker,
+                            observe=metrics.observe_engine_call if metrics else None)  # fmt: skip
         services.engine = engine
+        if metrics is not None:
+            metrics.circuit_open.set_function(lambda: float(engine.circuit_open()))
         reports = EngineReports(
             services.app,
             s.engine_url,
@@ -175,7 +180,8 @@ async def open_worker_context(
         caps, sampler = caps_of(s), LoadSampler(services, engine)
         admission = Admission(services, reports, caps, sampler) if caps.any else None
         yield {"monitor": monitor, "engine": engine, "pool": services.pool, "settings": s,
-               "enqueue": enqueue, "admission": admission, "load_sampler": sampler}  # fmt: skip
+               "enqueue": enqueue, "admission": admission, "load_sampler": sampler,
+               "metrics": metrics}  # fmt: skip
 
 
 @contextlib.asynccontextmanager
@@ -216,6 +222,27 @@ async def open_arq_worker(
     async with open_services(settings, role="worker") as services, \
             open_worker_context(services, enqueue) as ctx:  # fmt: skip
         yield ctx
+
+
+@contextlib.contextmanager
+def serve_worker_metrics(settings: Settings) -> Iterator[None]:
+    """A worker's /metrics on METRICS_HOST:METRICS_PORT (0: none), served from a thread of
+    its own so a busy event loop still answers scrapes (decision D23)."""
+    if not (settings.metrics_port and settings.metrics_enabled):
+        yield
+        return
+    from prometheus_client import start_http_server
+
+    from deduction.adapters.metrics import METRICS
+
+    server, thread = start_http_server(settings.metrics_port, settings.metrics_host,
+                                       registry=METRICS.registry)  # fmt: skip
+    log.info("worker.metrics_served", host=settings.metrics_host, port=settings.metrics_port)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
 
 
 def arq_worker_settings(settings: Settings) -> dict[str, Any]:

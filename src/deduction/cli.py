@@ -185,9 +185,11 @@ async def _projector(settings: Settings) -> int:
 
 def _worker(settings: Settings) -> int:
     from deduction.adapters.worker.arq_worker import ResilientWorker
-    from deduction.bootstrap import arq_worker_settings
+    from deduction.bootstrap import arq_worker_settings, serve_worker_metrics
 
-    ResilientWorker(**arq_worker_settings(settings)).run()
+    worker = ResilientWorker(**arq_worker_settings(settings))
+    with serve_worker_metrics(settings):
+        worker.run()
     return 0
 
 

@@ -30,6 +30,7 @@ AS_OF = "?as_of_position=1000000"
 RULES: dict[tuple[str, str], str] = {
     ("GET", "/health"): "public",
     ("GET", "/ready"): "public",
+    ("GET", "/metrics"): "public",
     ("POST", f"{TASK}/create"): "operator",
     ("GET", f"{TASK}/list"): "viewer",
     ("GET", f"{TASK}/{{task_id:str}}"): "viewer",

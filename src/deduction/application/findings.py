@@ -79,6 +79,7 @@ class Outcome:
     needs_stop: bool = False
     pending_updates: bool = False
     lines: int = 0
+    gaps: int = 0  # log gaps recorded by this poll
 
 
 @dataclass(frozen=True)

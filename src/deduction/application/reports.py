@@ -202,9 +202,9 @@ class EngineReports:
                 self._kept.popitem(last=False)
 
     @staticmethod
-    def _outcome(position: int, task: DeductionTask, lines: int = 0) -> Outcome:
+    def _outcome(position: int, task: DeductionTask, lines: int = 0, gaps: int = 0) -> Outcome:
         return Outcome(position, task.status, task.needs_engine_stop,
-                       bool(task.pending_updates) and not task.is_ended, lines)  # fmt: skip
+                       bool(task.pending_updates) and not task.is_ended, lines, gaps)  # fmt: skip
 
     def _fail(self, task: DeductionTask, executions: list[AgentExecution], reason: str) -> None:
         for ex in executions:
@@ -406,10 +406,12 @@ class EngineReports:
                 heads[execution_id] = (batch[-1].originator_version,
                                        Cursor.from_dict(batch[-1].cursor))  # fmt: skip
             events += batch
+        gaps = sum(isinstance(e, AgentExecution.LogGapRecorded)
+                   for ex in executions for e in ex.pending_events)  # fmt: skip
         position = self._save(task, *executions, *events)
         if set(cursors) == set(by_id):
             self._keep(task.task_id, (task, executions, {**cursors, **heads}))
-        return self._outcome(position, task, sum(len(e.lines) for e in events))
+        return self._outcome(position, task, sum(len(e.lines) for e in events), gaps)
 
     @staticmethod
     def _apply_status(task: DeductionTask, executions: list[AgentExecution],

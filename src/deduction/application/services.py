@@ -74,6 +74,8 @@ class Services:
     dispatcher: Dispatcher = field(default_factory=NoDispatcher)
     poll_load: PollLoad = field(default_factory=PollLoad)
     engine: Engine | None = None  # this process's Engine client, when it runs the jobs
+    # Told of every command: its name, the error it raised (None: done) and its seconds.
+    on_command: Callable[[str, BaseException | None, float], None] | None = None
 
     async def run_sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a synchronous application call in the command pool, within the command deadline."""
@@ -127,6 +129,17 @@ class Services:
         """Run a command, then wait until the read tables include its events; all of it within
         READ_YOUR_WRITES_TIMEOUT."""
         started = time.monotonic()
+        if self.on_command is None:
+            return await self._command(started, fn, *args)
+        try:
+            receipt = await self._command(started, fn, *args)
+        except Exception as e:
+            self.on_command(fn.__name__, e, time.monotonic() - started)
+            raise
+        self.on_command(fn.__name__, None, time.monotonic() - started)
+        return receipt
+
+    async def _command(self, started: float, fn: Callable[..., Receipt], *args: Any) -> Receipt:
         receipt: Receipt = await self.run_sync(fn, *args)
         self.runner.kick()
         left = self.settings.read_your_writes_timeout - (time.monotonic() - started)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -13,6 +15,7 @@ from yarl import URL
 
 from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy
 from deduction.application.ports import (
+    EngineError,
     EngineLoadFigures,
     EngineLogLine,
     EngineLogPage,
@@ -34,6 +37,7 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 _error_body = msgspec.json.Decoder()
 _IDENTITY = frozenset({"", "identity"})
+Observe = Callable[[str, BaseException | None, float], None]
 
 
 class _Page(msgspec.Struct):
@@ -66,11 +70,13 @@ class HttpEngine:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         breaker: CircuitBreaker | None = None,
         retry: RetryPolicy | None = None,
+        observe: Observe | None = None,
     ) -> None:
         self._session, self._base_url, self._timeout = session, base_url.rstrip("/"), timeout
         self._max_bytes = max_response_bytes
         self.breaker = breaker or CircuitBreaker()
         self._retry = retry or RetryPolicy()
+        self._observe = observe  # told of every operation: its name, error and seconds
         self._encoder = msgspec.json.Encoder()
         self._submitted = msgspec.json.Decoder(EngineSubmitted)
         self._status = msgspec.json.Decoder(EngineTaskStatus)
@@ -86,12 +92,16 @@ class HttpEngine:
     async def submit(self, payload: dict[str, Any], idempotency_key: str) -> str:
         body = {**payload, "idempotency_key": idempotency_key}
         raw = await self._call(
-            "POST", "/engine/task/submit", body=body, headers={"Idempotency-Key": idempotency_key}
+            "submit",
+            "POST",
+            "/engine/task/submit",
+            body=body,
+            headers={"Idempotency-Key": idempotency_key},
         )
         return str(self._decode(self._submitted, raw, "submit").engine_task_id)
 
     async def task_status(self, engine_task_id: str) -> EngineTaskStatus:
-        raw = await self._call("GET", f"/engine/task/{_seg(engine_task_id)}/status")
+        raw = await self._call("status", "GET", f"/engine/task/{_seg(engine_task_id)}/status")
         return self._decode(self._status, raw, "status")
 
     async def agent_logs(
@@ -101,7 +111,9 @@ class HttpEngine:
         line: a line that breaks it (no time, a numeric level, invalid UTF-8, ...) is counted,
         not allowed to reject the page."""
         params = {k: str(v) for k, v in (("since", since), ("limit", limit)) if v is not None}
-        raw = await self._call("GET", f"/engine/agent/{_seg(engine_agent_id)}/logs", params=params)
+        raw = await self._call(
+            "logs", "GET", f"/engine/agent/{_seg(engine_agent_id)}/logs", params=params
+        )
         try:
             return EngineLogPage(list(self._page.decode(raw).logs), len(raw))
         except msgspec.DecodeError:
@@ -115,15 +127,19 @@ class HttpEngine:
         return EngineLogPage(entries, len(raw))
 
     async def update(self, engine_task_id: str, payload: dict[str, Any]) -> None:
-        await self._call("PUT", f"/engine/task/{_seg(engine_task_id)}/update", body=payload)
+        await self._call(
+            "update", "PUT", f"/engine/task/{_seg(engine_task_id)}/update", body=payload
+        )
 
     async def stop(self, engine_task_id: str) -> None:
-        await self._call("POST", f"/engine/task/{_seg(engine_task_id)}/stop")
+        await self._call("stop", "POST", f"/engine/task/{_seg(engine_task_id)}/stop")
 
     async def restart_agent(self, engine_agent_id: str) -> None:
         """Not part of 4.1: a 404/405 means this Engine cannot restart agents."""
         try:
-            await self._call("POST", f"/engine/agent/{_seg(engine_agent_id)}/restart", retry=False)
+            await self._call(
+                "restart", "POST", f"/engine/agent/{_seg(engine_agent_id)}/restart", retry=False
+            )
         except EngineRejectedError as e:
             if e.status in (404, 405):
                 self.restart_supported = False
@@ -134,7 +150,7 @@ class HttpEngine:
     async def load(self) -> EngineLoadFigures | None:
         """Not part of 4.1: a 404/405 means this Engine offers no load figures."""
         try:
-            raw = await self._call("GET", "/engine/load", retry=False)
+            raw = await self._call("load", "GET", "/engine/load", retry=False)
         except EngineRejectedError as e:
             if e.status in (404, 405):
                 return None
@@ -160,7 +176,20 @@ class HttpEngine:
                 f"malformed {what} response from the Engine: {e}", utc_now_iso()
             ) from None
 
-    async def _call(
+    async def _call(self, op: str, method: str, path: str, **options: Any) -> bytes:
+        """One operation, all its attempts; timed when an observer is set."""
+        if self._observe is None:
+            return await self._attempts(method, path, **options)
+        started = time.perf_counter()
+        try:
+            raw = await self._attempts(method, path, **options)
+        except EngineError as e:
+            self._observe(op, e, time.perf_counter() - started)
+            raise
+        self._observe(op, None, time.perf_counter() - started)
+        return raw
+
+    async def _attempts(
         self,
         method: str,
         path: str,

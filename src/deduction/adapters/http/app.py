@@ -30,11 +30,13 @@ from deduction.adapters.http.executions import AgentExecutionController
 from deduction.adapters.http.history import HistoryController
 from deduction.adapters.http.limits import STORE, rate_limit_store, rate_limits
 from deduction.adapters.http.logs import LogController
+from deduction.adapters.http.metrics import metrics
 from deduction.adapters.http.openapi import ClosedStructSchemaPlugin, finish
 from deduction.adapters.http.responses import ProbeResponse
 from deduction.adapters.http.stream_hub import StreamHub
 from deduction.adapters.http.streams import StreamController, task_socket
 from deduction.adapters.http.tasks import TaskController
+from deduction.adapters.metrics import METRICS
 from deduction.adapters.postgres import READS, with_timeouts
 from deduction.application.services import Services
 from deduction.config import Settings, cors_origins
@@ -123,13 +125,16 @@ def openapi_config() -> OpenAPIConfig:
 
 
 class DeductionApi(Litestar):
-    """The Litestar app, with a request id around everything it answers (404s and 401s too)."""
+    """The Litestar app, with a request id around everything it answers (404s and 401s too),
+    and each HTTP request timed by route and status when metrics are on."""
+
+    observe: request_id.Observe | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
             await super().__call__(scope, receive, send)
             return
-        await request_id.with_request_id(scope, receive, send, self._answer)
+        await request_id.with_request_id(scope, receive, send, self._answer, self.observe)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
@@ -163,6 +168,7 @@ def _litestar(state: State, settings: Settings, hub: StreamHub | None = None) ->
             *CATALOG_CONTROLLERS,
             StreamController,
             task_socket,
+            *([metrics] if settings.metrics_enabled else []),
         ],
         on_startup=[hub.start] if hub else [],
         on_shutdown=[hub.stop] if hub else [],
@@ -179,6 +185,8 @@ def _litestar(state: State, settings: Settings, hub: StreamHub | None = None) ->
         plugins=[ClosedStructSchemaPlugin()],
     )
     finish(app.openapi_schema, access_rules(app))  # the cached document /schema serves
+    if settings.metrics_enabled:
+        app.observe = METRICS.observe_http
     return app
 
 
@@ -199,6 +207,8 @@ def create_app(services: Services) -> Litestar:
     hub = StreamHub(listen_url, PostgresChangeView(services.pool),
                     settings.stream_max_subscribers, settings.stream_queue_size)  # fmt: skip
     authenticator = auth.Authenticator(settings, PostgresTokenView(services.pool))
+    if settings.metrics_enabled:
+        services.on_command = METRICS.observe_command
     state = State({"services": services, "reads": ReadViews.over(services.pool, settings.queue_aging), "streams": hub,
                    "auth": authenticator})  # fmt: skip
     return _litestar(state, settings, hub)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from uuid import uuid4
 
 import structlog
@@ -24,8 +26,15 @@ def request_id_of(scope: Scope) -> str:
     return uuid4().hex
 
 
-async def with_request_id(scope: Scope, receive: Receive, send: Send, app: object) -> None:
-    """Run `app` with the request id bound into structlog and set on the response."""
+Observe = Callable[[str, "str | None", int, float], None]
+
+
+async def with_request_id(
+    scope: Scope, receive: Receive, send: Send, app: object, observe: Observe | None = None
+) -> None:
+    """Run `app` with the request id bound into structlog and set on the response; with
+    `observe`, tell it each HTTP request's method, route template, status and seconds."""
+    started = time.perf_counter()
     request_id = request_id_of(scope)
     scope.setdefault("state", {})["request_id"] = request_id
 
@@ -38,6 +47,12 @@ async def with_request_id(scope: Scope, receive: Receive, send: Send, app: objec
         await send(message)
 
     with structlog.contextvars.bound_contextvars(request_id=request_id):
-        await app(scope, receive, send_with_id)  # type: ignore[operator]
+        try:
+            await app(scope, receive, send_with_id)  # type: ignore[operator]
+        finally:
+            method: str | None = scope.get("method")  # type: ignore[assignment]  # None: a WebSocket
+            if observe is not None and method is not None:
+                observe(method, scope.get("path_template"),
+                        status[0] if status else 500, time.perf_counter() - started)  # fmt: skip
         log.debug("http.answered", method=scope.get("method", "WS"), path=scope["path"],
                   status=status[0] if status else None)  # fmt: skip

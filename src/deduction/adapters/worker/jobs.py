@@ -7,7 +7,11 @@ twice at once for one task.
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import structlog
 
@@ -18,6 +22,29 @@ from deduction.projections.tasks import OpenTaskRow, PostgresTaskView
 
 log = structlog.get_logger(__name__)
 Ctx = dict[str, Any]
+Job = TypeVar("Job", bound=Callable[..., Awaitable[None]])
+
+
+def timed(job: Job) -> Job:
+    """The job, its duration and outcome observed when ctx carries `metrics`."""
+    name = job.__name__
+
+    @functools.wraps(job)
+    async def run(ctx: Ctx, *args: Any) -> None:
+        metrics = ctx.get("metrics")
+        if metrics is None:
+            return await job(ctx, *args)
+        started, outcome = time.perf_counter(), "error"
+        try:
+            await job(ctx, *args)
+            outcome = "ok"
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            metrics.observe_job(name, outcome, time.perf_counter() - started)
+
+    return cast(Job, run)
 
 
 async def _follow_up(ctx: Ctx, task_id: int, outcome: Outcome | None) -> None:
@@ -29,6 +56,7 @@ async def _follow_up(ctx: Ctx, task_id: int, outcome: Outcome | None) -> None:
         await ctx["enqueue"]("send_update", task_id)
 
 
+@timed
 async def submit_task(ctx: Ctx, task_id: int) -> None:
     """Submit a task once the admission lets it go (with a cap set); else it stays queued."""
     plan, admission = None, ctx.get("admission")
@@ -45,8 +73,13 @@ async def submit_task(ctx: Ctx, task_id: int) -> None:
         await admit_next(ctx)
 
 
+@timed
 async def poll_task(ctx: Ctx, task_id: int) -> None:
     outcome = await ctx["monitor"].poll_task(task_id)
+    metrics = ctx.get("metrics")
+    if metrics is not None and outcome is not None:
+        metrics.log_lines.inc(outcome.lines)
+        metrics.log_gaps.inc(outcome.gaps)
     await _follow_up(ctx, task_id, outcome)
     if outcome is not None and outcome.status in TERMINAL:
         await admit_next(ctx)  # its slot is free: the next queued task need not wait a sweep
@@ -61,10 +94,12 @@ async def admit_next(ctx: Ctx) -> None:
         await ctx["enqueue"]("submit_task", task_id)
 
 
+@timed
 async def send_update(ctx: Ctx, task_id: int) -> None:
     await ctx["monitor"].send_update(task_id)
 
 
+@timed
 async def send_stop(ctx: Ctx, task_id: int) -> None:
     await ctx["monitor"].send_stop(task_id)
 
@@ -86,10 +121,14 @@ def _jobs(task: OpenTaskRow, admission: bool) -> list[str]:
     return jobs
 
 
+@timed
 async def sweep(ctx: Ctx) -> None:
     """Re-derive every pending piece of work from the read tables (Redis holds no truth)."""
-    recent = max(60.0, 10 * ctx["settings"].task_poll_interval)
-    tasks = await PostgresTaskView(ctx["pool"]).open_tasks(recent)
+    interval, metrics = ctx["settings"].task_poll_interval, ctx.get("metrics")
+    started = time.perf_counter()
+    if metrics is not None:
+        metrics.sweep_started(interval, ctx.get("score"))
+    tasks = await PostgresTaskView(ctx["pool"]).open_tasks(max(60.0, 10 * interval))
     if tasks and ctx.get("load_sampler") is not None:
         await ctx["load_sampler"].sample()  # before admit_next, which reads the figures
     admission = ctx.get("admission") is not None
@@ -99,8 +138,11 @@ async def sweep(ctx: Ctx) -> None:
     if work:
         log.debug("sweep.enqueued", jobs=len(work))
     await admit_next(ctx)
+    if metrics is not None:
+        metrics.poll_cycle.observe(time.perf_counter() - started)
 
 
+@timed
 async def purge_logs(ctx: Ctx) -> None:
     """Remove read-table log lines of tasks that ended LOG_RETENTION_DAYS ago (0: keep all)."""
     settings = ctx["settings"]
