@@ -139,13 +139,16 @@ class ApiServer:
 
 
 @contextlib.contextmanager
-def api_server(database_url: str, demo: bool = True) -> Iterator[ApiServer]:
+def api_server(
+    database_url: str, demo: bool = True, env_overrides: dict[str, str] | None = None
+) -> Iterator[ApiServer]:
     """`deduction serve` in a process of its own, as deployed (see api_process_env)."""
     from bench.common import api_process_env
 
     port = free_port()
     with api_process_env(database_url, port) as env:
         extra, mode = env.pop("_args"), env.pop("_mode")
+        env.update(env_overrides or {})
         args = [sys.executable, "-m", "deduction", "serve", *(["--demo"] if demo else []), *extra]
         with server(args, env, f"http://127.0.0.1:{port}/health") as proc:
             yield ApiServer(f"http://127.0.0.1:{port}", proc, mode)

@@ -16,6 +16,7 @@ BENCHMARKS = (
     "poll_capacity",
     "poll_workers",
     "task_detail_reads",
+    "metrics_cost",
     "log_queries",
     "commands",
     "projection_rebuild",

@@ -50,6 +50,10 @@ def test_task_detail_reads(tmp_path: Path) -> None:
     check("task_detail_reads", tmp_path)
 
 
+def test_metrics_cost(tmp_path: Path) -> None:
+    check("metrics_cost", tmp_path)
+
+
 def test_log_queries(tmp_path: Path) -> None:
     check("log_queries", tmp_path)
 
