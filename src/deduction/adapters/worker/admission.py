@@ -19,7 +19,7 @@ from deduction.application.admission import Caps, choose, free_slots
 from deduction.application.findings import SubmitPlan
 from deduction.application.ports import Engine, EngineError
 from deduction.application.reports import EngineReports
-from deduction.application.services import Services
+from deduction.application.services import ServiceBusyError, Services
 from deduction.config import Settings
 from deduction.domain.engine_load import SamplePolicy
 from deduction.projections.engine_load import PostgresEngineLoadView
@@ -64,7 +64,10 @@ class LoadSampler:
             return
         cpu, memory = (figures.cpu_percent, figures.memory_percent) if figures else (None, None)
         app, url = self.services.app, self.services.settings.engine_url
-        await self.services.run_poll(app.sample_engine_load, url, cpu, memory, self.policy)
+        try:
+            await self.services.run_poll(app.sample_engine_load, url, cpu, memory, self.policy)
+        except ServiceBusyError:
+            log.debug("engine.load_not_recorded", reason="poll threads overloaded")
 
 
 def lock_key(engine_url: str) -> int:
@@ -74,7 +77,8 @@ def lock_key(engine_url: str) -> int:
 
 
 class Admission:
-    """Used by the jobs only when a cap is set; without caps every task is submitted at once."""
+    """Used by the jobs only when a cap or a load limit is set; without them every task is
+    submitted at once."""
 
     def __init__(
         self,
