@@ -1,38 +1,26 @@
 """GET /task/{id} (10 agents) at 8 connections: METRICS_ENABLED=true vs. false, two API processes
 on one database, interleaved rounds — what timing every request into its route's histogram costs.
 
-The figure compared is the API process's CPU time per request (from /proc), which other work on
+The figure compared is the API process's CPU time per request (psutil), which other work on
 a shared machine disturbs far less than req/s; req/s of each round is kept beside it.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from bench.common import Result, scratch_database, versions
 from bench.http_load import ApiServer, Load, api_server, load
-from bench.task_detail_reads import API, create_tasks
-
-TICKS = os.sysconf("SC_CLK_TCK")
+from bench.task_detail_reads import API, create_tasks, timed
 
 
 def median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def measured_round(api: ApiServer, path: str, seconds: float) -> tuple[Load, float]:
+def measured_round(api: ApiServer, path: str, seconds: int) -> tuple[Load, float]:
     """One load run: its figures, and the API process's CPU microseconds per request."""
-    before = cpu_seconds(api.process.pid)
-    run = load(f"{api.base}{path}", 8, seconds)
-    spent = cpu_seconds(api.process.pid) - before
-    return run, spent / max(1.0, run.requests_per_s * seconds) * 1e6
+    cpu_ms: list[float] = []
+    run = timed(api.process.pid, f"{api.base}{path}", seconds, cpu_ms)
+    return run, cpu_ms[0] * 1000
 
 
 def run(smoke: bool = False, runs: int = 9) -> Result:
