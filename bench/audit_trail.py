@@ -62,10 +62,9 @@ async def read_latencies(
         log, tasks = PostgresEventLog(pool), PostgresTaskView(pool)
         reader = AsOfReader(log, PostgresSnapshots(pool, Settings().as_of_snapshot_every))
 
-        async def as_of(position: int) -> None:
-            streams = await log.task_streams(task_id)
-            assert streams is not None
-            assert (await reader.state(streams, position, None)).task is not None
+        async def as_of(position: int) -> None:  # what GET /task/{id}?as_of_position= does
+            streams, state = await reader.at_position(task_id, position)
+            assert streams is not None and state.task is not None
 
         out: dict[str, list[float]] = {"as_of": [], "as_of_cpu": [], "live": [], "live_cpu": []}
         first_read = await _timed(as_of(last))

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from deduction.adapters.audit_store import PostgresEventLog
@@ -125,3 +126,37 @@ async def test_an_early_moment_is_before_the_task(run: int, pool: AsyncConnectio
     await reader.state(streams, None, datetime.now().astimezone())  # writes snapshots
     state = await reader.state(streams, None, datetime(2000, 1, 1).astimezone())
     assert state.task is None and state.agents == [] and state.position == 0
+
+
+class _CountingCursor(AsyncCursor[Any]):
+    """Counts the statements sent to the server (the server is real; only calls are counted)."""
+
+    sent = 0
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        _CountingCursor.sent += 1
+        return await super().execute(*args, **kwargs)
+
+    async def executemany(self, *args: Any, **kwargs: Any) -> None:
+        _CountingCursor.sent += 1
+        await super().executemany(*args, **kwargs)
+
+
+async def test_a_read_as_of_a_position_is_one_statement(run: int, db_url: str) -> None:
+    """Once the task's snapshots are written, a read as of any of its positions is one
+    statement: the task, the snapshot before the position and the events after it."""
+    kwargs = {"cursor_factory": _CountingCursor, "autocommit": True}
+    async with AsyncConnectionPool(db_url, min_size=1, max_size=1, kwargs=kwargs) as pool:
+        log = PostgresEventLog(pool)
+        reader = AsOfReader(log, PostgresSnapshots(pool, EVERY))
+        events = await _reference(log, (await log.task_streams(run)) or TaskStreams(run, ()))
+        positions = [e.notification_id for e in events]
+        await reader.at_position(run, positions[-1])  # the first read writes the snapshots
+        for p in random.Random(5).sample(positions, 20):
+            before = _CountingCursor.sent
+            streams, state = await reader.at_position(run, p)
+            assert _CountingCursor.sent - before == 1, p
+            assert streams is not None and state.task is not None
+        assert await reader.at_position(run + 1, positions[-1]) == (
+            None, TaskState(positions[-1], None, [])
+        )  # fmt: skip

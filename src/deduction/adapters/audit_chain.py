@@ -15,7 +15,8 @@ from psycopg import AsyncConnection, Connection
 from deduction.application.audit import StoredRecord, TaskStreams
 from deduction.application.audit_chain import GENESIS, ChainEntry, Slot, Verdict, digest, verify
 from deduction.application.audit_file import ChainedRecord, Exporter
-from deduction.projections.runner import CHANNEL, EVENTS_TABLE
+from deduction.projections.base import EVENTS_TABLE
+from deduction.projections.runner import CHANNEL
 
 log = structlog.get_logger(__name__)
 CHAIN_TABLE = "audit_chain"

@@ -6,25 +6,22 @@ from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
 
-import msgspec
 from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
-from deduction.application.audit import EventQuery, StoredRecord, TaskStreams
+from deduction.application.audit import (
+    EventQuery,
+    StoredRecord,
+    TaskStreams,
+    streams_of,
+    task_of,
+)
 from deduction.domain import AgentExecution, DeductionTask
-from deduction.projections.runner import EVENTS_TABLE
+from deduction.projections.base import EVENTS_TABLE
 
 # The event's own time, read from its stored JSON (the transcoder keeps plain JSON).
 _TIME = sql.SQL("(convert_from(state, 'UTF8')::json->>'timestamp')::timestamptz")
-_decoder = msgspec.json.Decoder()
 _NO_BOUND = 2**63 - 1
-
-
-class _Created(msgspec.Struct):
-    """The fields of a Created event that tie aggregates together."""
-
-    task_id: int | None = None
-    execution_ids: list[int] = []
 
 
 def event_query(query: EventQuery, table: str = EVENTS_TABLE) -> tuple[sql.Composed, list[Any]]:
@@ -101,19 +98,19 @@ class PostgresEventLog:
             await cur.execute(self._versions, params, prepare=True)
             return [record(r) for r in await cur.fetchall()]
 
-    async def _created_of(self, aggregate_id: UUID) -> _Created | None:
+    async def _created_of(self, aggregate_id: UUID) -> bytes | None:
         async with self._pool.connection() as conn:
             cur = await conn.execute(self._created, [aggregate_id], prepare=True)
             row = await cur.fetchone()
-        return None if row is None else msgspec.json.decode(bytes(row[0]), type=_Created)
+        return None if row is None else bytes(row[0])
 
     async def task_streams(self, task_id: int) -> TaskStreams | None:
         created = await self._created_of(DeductionTask.create_id(task_id))
-        return None if created is None else TaskStreams(task_id, tuple(created.execution_ids))
+        return None if created is None else streams_of(task_id, created)
 
     async def execution_task(self, execution_id: int) -> int | None:
         created = await self._created_of(AgentExecution.create_id(execution_id))
-        return None if created is None else created.task_id
+        return None if created is None else task_of(created)
 
     async def head(self) -> int:
         async with self._pool.connection() as conn:

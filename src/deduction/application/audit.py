@@ -127,6 +127,26 @@ class TaskStreams:
         return self.state_ids + [log_stream_id(e) for e in self.execution_ids]
 
 
+class _Created(msgspec.Struct):
+    """The fields of a Created event that tie aggregates together."""
+
+    task_id: int | None = None
+    execution_ids: list[int] = []
+
+
+_created = msgspec.json.Decoder(_Created)
+
+
+def task_of(created_state: bytes) -> int | None:
+    """The task an execution belongs to, from the execution's stored Created event."""
+    return _created.decode(created_state).task_id
+
+
+def streams_of(task_id: int, created_state: bytes) -> TaskStreams:
+    """The task's aggregates, from the task's stored Created event."""
+    return TaskStreams(task_id, tuple(_created.decode(created_state).execution_ids))
+
+
 @dataclass(frozen=True)
 class EventQuery:
     """Which stored events to read, oldest first."""

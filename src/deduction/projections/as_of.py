@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import structlog
+from eventsourcing.utils import get_topic
 from psycopg_pool import AsyncConnectionPool
 
 from deduction.application.audit import (
@@ -18,11 +20,13 @@ from deduction.application.audit import (
     StoredRecord,
     TaskStreams,
     event_name,
+    streams_of,
     upcast,
 )
 from deduction.application.transcoder import decode_state
+from deduction.domain import DeductionTask
 from deduction.projections.agents import AgentProjection
-from deduction.projections.base import EventRow, Row
+from deduction.projections.base import EVENTS_TABLE, EventRow, Row
 from deduction.projections.history import HistoryProjection, history_row
 from deduction.projections.tasks import TaskProjection
 
@@ -50,6 +54,46 @@ DDL = [
     )
     """
 ]
+# One round trip for a read as of a position: the task's Created event and its newest
+# snapshot at or before the position (the row whose originator_id is null), then the task's
+# state events after that snapshot, up to the position. Each aggregate's events are one range
+# of the primary key, bounded by its versions in the snapshots either side (OFFSET 0 keeps
+# the position out of that scan). An execution's aggregate id is UUID(int=execution_id), as
+# domain.ids.to_uuid makes it.
+_AT_POSITION = f"""
+WITH created AS (
+    SELECT state FROM {EVENTS_TABLE}
+    WHERE originator_id = %(task)s AND originator_version = 1 AND topic = %(created)s
+), snapshot AS (
+    SELECT seq, position, versions, first_time, rows FROM {SNAPSHOT_TABLE}
+    WHERE task_id = %(task_id)s AND fold_version = %(fold)s AND every = %(every)s
+), base AS (
+    SELECT * FROM snapshot WHERE position <= %(upto)s ORDER BY seq DESC LIMIT 1
+), after AS (
+    SELECT versions FROM snapshot WHERE position > %(upto)s ORDER BY seq LIMIT 1
+), ids AS (
+    SELECT %(task)s::uuid AS id, 1::bigint AS n FROM created
+    UNION ALL
+    SELECT lpad(to_hex(x::bigint), 32, '0')::uuid, n + 1 FROM created,
+        json_array_elements_text(convert_from(state, 'UTF8')::json -> 'execution_ids')
+        WITH ORDINALITY AS a(x, n)
+)
+SELECT coalesce(b.position, 0), NULL::uuid, coalesce(b.seq, 0), NULL::text, b.rows,
+       b.versions, b.first_time, c.state
+FROM created c LEFT JOIN base b ON true
+UNION ALL
+SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state,
+       NULL, NULL, NULL
+FROM ids LEFT JOIN base b ON true LEFT JOIN after a ON true CROSS JOIN LATERAL (
+    SELECT * FROM {EVENTS_TABLE} WHERE originator_id = ids.id
+    AND originator_version > coalesce(b.versions[ids.n], 0)
+    AND originator_version <= coalesce(a.versions[ids.n], {2**63 - 1})
+    OFFSET 0
+) e
+WHERE e.notification_id <= %(upto)s
+ORDER BY 1
+"""
+_TASK_CREATED = get_topic(DeductionTask.Created)
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder()
 
@@ -76,12 +120,16 @@ class Snapshot:
 
 def event_row(record: StoredRecord) -> EventRow:
     """A stored event as the projections' handlers take it (upcast, as auditors read it)."""
-    state: dict[str, Any] = decode_state(record.state)
-    upcast(record.topic, state)
-    return EventRow(
-        record.position, record.originator_id.int, record.version, event_name(record.topic),
-        state, datetime.fromisoformat(state["timestamp"]),
-    )  # fmt: skip
+    return _event_row(record.position, record.originator_id, record.version, record.topic,
+                      record.state)  # fmt: skip
+
+
+def _event_row(position: int, originator_id: UUID, version: int, topic: str,
+               stored: bytes) -> EventRow:  # fmt: skip
+    state: dict[str, Any] = decode_state(stored)
+    upcast(topic, state)
+    return EventRow(position, originator_id.int, version, event_name(topic), state,
+                    datetime.fromisoformat(state["timestamp"]))  # fmt: skip
 
 
 @dataclass
@@ -145,15 +193,13 @@ class PostgresSnapshots:
         self._pool, self.every = pool, every
         self._key = "task_id = %s AND fold_version = %s AND every = %s"
 
-    async def index(self, task_id: int, before: int | None = None) -> list[Snapshot]:
-        """The task's snapshots, oldest first, up to the first gap; with `before`, the rows
-        of the newest one below that position come along (one round trip instead of two)."""
+    async def index(self, task_id: int) -> list[Snapshot]:
+        """The task's snapshots without their rows, oldest first, up to the first gap."""
         async with self._pool.connection() as conn:
             cur = await conn.execute(
-                f"SELECT seq, position, versions, first_time, CASE WHEN seq = max(seq)"
-                f" FILTER (WHERE position < %s) OVER () THEN rows END FROM {SNAPSHOT_TABLE}"
+                f"SELECT seq, position, versions, first_time FROM {SNAPSHOT_TABLE}"
                 f" WHERE {self._key} ORDER BY seq",
-                [-1 if before is None else before, task_id, FOLD_VERSION, self.every],
+                [task_id, FOLD_VERSION, self.every],
                 prepare=True,
             )
             rows = await cur.fetchall()
@@ -161,10 +207,27 @@ class PostgresSnapshots:
         for r in rows:
             if r[0] != (len(whole) + 1) * self.every:
                 break  # one went missing: the spans after it are not known
-            whole.append(
-                Snapshot(r[0], r[1], tuple(r[2]), r[3], None if r[4] is None else bytes(r[4]))
-            )
+            whole.append(Snapshot(r[0], r[1], tuple(r[2]), r[3]))
         return whole
+
+    async def at_position(
+        self, task_id: int, upto: int
+    ) -> tuple[TaskStreams, Snapshot | None, list[EventRow]] | None:
+        """The task's aggregates, its newest snapshot at or before `upto` and its state
+        events after that snapshot up to `upto`, in one statement; None: no such task."""
+        params = {"task": DeductionTask.create_id(task_id), "created": _TASK_CREATED,
+                  "task_id": task_id, "upto": upto, "fold": FOLD_VERSION, "every": self.every}  # fmt: skip
+        async with self._pool.connection() as conn, conn.cursor(binary=True) as cur:
+            await cur.execute(_AT_POSITION, params, prepare=True)
+            rows = await cur.fetchall()
+        head = next((r for r in rows if r[1] is None), None)
+        if head is None:
+            return None
+        base = None if head[4] is None else Snapshot(
+            head[2], head[0], tuple(head[5]), head[6], bytes(head[4])
+        )  # fmt: skip
+        events = [_event_row(*r[:5]) for r in rows if r[1] is not None]
+        return streams_of(task_id, bytes(head[7])), base, events
 
     async def rows(self, task_id: int, snapshot: Snapshot) -> Snapshot:
         async with self._pool.connection() as conn:
@@ -210,18 +273,28 @@ class AsOfReader:
     def __init__(self, events: EventLog, snapshots: PostgresSnapshots) -> None:
         self._events, self._snapshots = events, snapshots
 
+    async def at_position(self, task_id: int, upto: int) -> tuple[TaskStreams | None, TaskState]:
+        """The task's aggregates (None: no such task) and its rows as of `upto`, from one
+        statement; the snapshots a fold passes (missing ones) are written."""
+        found = await self._snapshots.at_position(task_id, upto)
+        if found is None:
+            return None, TaskState(upto, None, [])
+        streams, base, events = found
+        fold = Fold.start(streams, self._snapshots.every, base)
+        written: list[Snapshot] = []
+        fold.apply(events, written)
+        await self._save(streams.task_id, written)
+        return streams, fold.state(upto)
+
     async def state(
         self, streams: TaskStreams, upto: int | None, moment: datetime | None
     ) -> TaskState:
         """As of the newest event at or before `moment` (and `upto`), or as of `upto`."""
-        index = await self._snapshots.index(streams.task_id, upto if moment is None else None)
-        spans = [_Span(a, b) for a, b in zip([None, *index], [*index, None])]
         if moment is None:
-            target = upto or 0
-            span = next(s for s in spans if s.end is None or s.end.position >= target)
-            events = await self._select(streams, span, target)
-        else:
-            target, span, events = await self._at_moment(streams, spans, upto, moment)
+            return (await self.at_position(streams.task_id, upto or 0))[1]
+        index = await self._snapshots.index(streams.task_id)
+        spans = [_Span(a, b) for a, b in zip([None, *index], [*index, None])]
+        target, span, events = await self._at_moment(streams, spans, upto, moment)
         return await self._fold(streams, span, [e for e in events if e.notification_id <= target],
                                 target)  # fmt: skip
 
@@ -261,12 +334,15 @@ class AsOfReader:
         fold = Fold.start(streams, self._snapshots.every, base)
         written: list[Snapshot] | None = [] if span.end is None else None
         fold.apply(events, written)
+        await self._save(streams.task_id, written or [])
+        return fold.state(position)
+
+    async def _save(self, task_id: int, written: list[Snapshot]) -> None:
         if written:
             try:
-                await self._snapshots.save(streams.task_id, written)
+                await self._snapshots.save(task_id, written)
             except Exception as e:  # noqa: BLE001 - the answer stands without them
-                log.warning("as_of.snapshot_save_failed", task_id=streams.task_id, error=str(e))
-        return fold.state(position)
+                log.warning("as_of.snapshot_save_failed", task_id=task_id, error=str(e))
 
 
 async def history_as_of(events: EventLog, streams: TaskStreams, position: int) -> list[Row]:

@@ -14,6 +14,7 @@ from psycopg.types.json import Jsonb
 
 from deduction.application.transcoder import decode_state
 
+EVENTS_TABLE = "deduction_events"  # the eventsourcing table of the "Deduction" application
 Row = dict[str, Any]
 Query = str | sql.SQL | sql.Composed
 

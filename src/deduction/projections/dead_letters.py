@@ -11,11 +11,10 @@ import psycopg
 import structlog
 from psycopg import AsyncConnection
 
-from deduction.projections.base import Projection, event_row
+from deduction.projections.base import EVENTS_TABLE, Projection, event_row
 
 log = structlog.get_logger(__name__)
 
-EVENTS_TABLE = "deduction_events"
 DDL = """
 CREATE TABLE IF NOT EXISTS projection_dead_letter (
     projection text NOT NULL,

@@ -15,7 +15,7 @@ from psycopg import AsyncConnection, sql
 
 from deduction.projections import as_of, dead_letters
 from deduction.projections.agents import AgentProjection
-from deduction.projections.base import Projection, event_row
+from deduction.projections.base import EVENTS_TABLE, Projection, event_row
 from deduction.projections.catalog import CatalogProjection
 from deduction.projections.engine_load import EngineLoadProjection
 from deduction.projections.history import HistoryProjection
@@ -25,7 +25,6 @@ from deduction.projections.tokens import TokenProjection
 
 log = structlog.get_logger(__name__)
 
-EVENTS_TABLE = "deduction_events"  # the eventsourcing table of the "Deduction" application
 CHANNEL = "deduction_events"  # the library NOTIFYs this channel on every insert
 # After each page: "<projection>:<position>", every event up to it applied (or not its topic).
 READ_MODELS_CHANNEL = "deduction_read_models"

@@ -169,9 +169,16 @@ async def task_state(
     events onto the snapshot before it (404 when the task did not exist yet)."""
     moment = instant("as_of", as_of)
     log = event_log(services)
-    streams = await task_streams(log, task_id)
     snapshots = PostgresSnapshots(services.pool, services.settings.as_of_snapshot_every)
-    state = await AsOfReader(log, snapshots).state(streams, as_of_position, moment)
+    reader = AsOfReader(log, snapshots)
+    if moment is None:  # one statement: the task, its snapshot and the events after it
+        found, state = await reader.at_position(task_id, as_of_position or 0)
+        if found is None:
+            raise NotFoundError("task", task_id)
+        streams = found
+    else:
+        streams = await task_streams(log, task_id)
+        state = await reader.state(streams, as_of_position, moment)
     if state.task is None:
         raise NotFoundError("task", task_id)
     return streams, state
