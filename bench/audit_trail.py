@@ -117,7 +117,7 @@ def run(smoke: bool = False) -> Result:
         reads = asyncio.run(read_latencies(url, task_id, first, position, rounds))
         with psycopg.connect(url) as conn:
             started = time.perf_counter()
-            verdict = verify_store(conn)
+            verdict = verify_store(conn, connect=lambda: psycopg.connect(url))
             verify_s = time.perf_counter() - started
         assert verdict.intact, verdict.finding
         ver = versions(url)

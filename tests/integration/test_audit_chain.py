@@ -70,6 +70,33 @@ def test_the_database_finds_where_the_walk_starts(store: tuple[str, int]) -> Non
         assert first_departure(conn, target - 1) is None
 
 
+def _search_in_parts(url: str, limit: int) -> int | None:
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        return first_departure(conn, limit, lambda: psycopg.connect(url), parts=3)
+
+
+def test_the_search_in_parts_finds_what_one_search_finds(store: tuple[str, int]) -> None:
+    """Searched in three parts at once, each on a connection of its own, an intact store has
+    no departure (each part starts from the digest before it), an edit is found in whichever
+    part holds it, and the parts see the store as the caller's snapshot does."""
+    url, _ = store
+    all_positions = positions(url)
+    head = all_positions[-1]
+    assert _search_in_parts(url, head) is None
+    edit = "UPDATE deduction_events SET state = state || ' '::bytea WHERE notification_id = %s"
+    last = all_positions[-2]  # in the third part
+    with psycopg.connect(url) as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute("SELECT 1")  # the snapshot is taken: edits after it are not seen
+        sql(url, edit, [last])
+        assert first_departure(conn, head, lambda: psycopg.connect(url), parts=3) is None
+    assert _search_in_parts(url, head) == last
+    boundary = max(p for p in all_positions if p <= head // 3)  # the end of the first part
+    sql(url, "UPDATE audit_chain SET digest = sha256(digest) WHERE position = %s", [boundary])
+    assert _search_in_parts(url, head) == boundary
+
+
 @pytest.mark.parametrize("task_part", [False, True])
 async def test_an_edited_event_is_named(store: tuple[str, int], task_part: bool) -> None:
     """Changing one byte of a stored event fails verify at exactly that position."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
 from uuid import UUID
 
 import psycopg
 import structlog
-from psycopg import AsyncConnection, Connection
+from psycopg import AsyncConnection, Connection, sql
 
 from deduction.application.audit import StoredRecord, TaskStreams
 from deduction.application.audit_chain import GENESIS, ChainEntry, Slot, Verdict, digest, verify
@@ -169,19 +171,23 @@ _ENTRIES = (
     f"SELECT c.position, c.originator_id, c.originator_version, c.digest{{previous}}"
     f" FROM {CHAIN_TABLE} c WHERE c.position <= %s {{where}} ORDER BY c.position"
 )
-# The first position at or below a limit where the store departs from the chain, found by
+# The first position in (low, limit] where the store departs from the chain, found by
 # PostgreSQL in one merge of both tables: each event is hashed with the digest of the chain
-# entry before it (the same layout as application.audit_chain.digest). Where every earlier
-# event agrees with its entry, that digest is the one a walk from the start would hold, so the
-# first position found here is the first a walk finds; the walk then starts there to name it.
+# entry before it (the same layout as application.audit_chain.digest; before the range, the
+# newest entry at or below `low`). Where every earlier event agrees with its entry, that
+# digest is the one a walk from the start would hold, so the first position found here is the
+# first a walk finds; the walk then starts there to name it. Ranges are independent, so a
+# store is searched in parts at once, each on a connection of its own.
 _FIRST_DEPARTURE = f"""
 WITH c AS (
     SELECT position, originator_id, originator_version, digest,
-           lag(digest, 1, %(genesis)s::bytea) OVER (ORDER BY position) AS previous
-    FROM {CHAIN_TABLE} WHERE position <= %(limit)s
+           lag(digest, 1, coalesce((SELECT digest FROM {CHAIN_TABLE} WHERE position <= %(low)s
+                                    ORDER BY position DESC LIMIT 1), %(genesis)s::bytea))
+               OVER (ORDER BY position) AS previous
+    FROM {CHAIN_TABLE} WHERE position > %(low)s AND position <= %(limit)s
 ), e AS (
     SELECT notification_id, originator_id, originator_version, topic, state
-    FROM {EVENTS_TABLE} WHERE notification_id <= %(limit)s
+    FROM {EVENTS_TABLE} WHERE notification_id > %(low)s AND notification_id <= %(limit)s
 )
 SELECT min(coalesce(e.notification_id, c.position))
 FROM c FULL JOIN e ON e.notification_id = c.position
@@ -202,18 +208,45 @@ _PREVIOUS = (
 )
 
 
-def first_departure(conn: Connection[Any], limit: int) -> int | None:
+Connect = Callable[[], Connection[Any]]
+PARTS = 4  # connections a whole-store verify hashes on at once (a backend hashes on one core)
+
+
+def first_departure(conn: Connection[Any], limit: int, connect: Connect | None = None,
+                    parts: int = PARTS) -> int | None:  # fmt: skip
     """The first position up to `limit` where the store may depart from the chain (None:
-    none does); inside the caller's transaction."""
+    none does); inside the caller's REPEATABLE READ transaction. With `connect`, the range is
+    searched in `parts` at once, the others on new connections sharing its snapshot."""
+    if connect is None or parts < 2:
+        return _departure(conn, 0, limit)
+    ranges = list(pairwise(limit * i // parts for i in range(parts + 1)))
+    exported = conn.execute("SELECT pg_export_snapshot()").fetchone()
+    assert exported is not None
+    with ThreadPoolExecutor(parts - 1) as pool:
+        others = [pool.submit(_departure_elsewhere, connect, exported[0], *r) for r in ranges[1:]]
+        found = [_departure(conn, *ranges[0]), *(f.result() for f in others)]
+    return min((p for p in found if p is not None), default=None)
+
+
+def _departure(conn: Connection[Any], low: int, limit: int) -> int | None:
     conn.execute("SET LOCAL enable_hashjoin = off")  # both sides come sorted: merge them
-    row = conn.execute(_FIRST_DEPARTURE, {"genesis": GENESIS, "limit": limit}).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    row = conn.execute(_FIRST_DEPARTURE, {"genesis": GENESIS, "low": low, "limit": limit})
+    first = row.fetchone()
+    return None if first is None or first[0] is None else int(first[0])
+
+
+def _departure_elsewhere(connect: Connect, snapshot: str, low: int, limit: int) -> int | None:
+    with connect() as conn, conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(snapshot))
+        return _departure(conn, low, limit)
 
 
 def verify_store(conn: Connection[Any], upto: int | None = None,
-                 task: TaskStreams | None = None) -> Verdict:  # fmt: skip
+                 task: TaskStreams | None = None, connect: Connect | None = None) -> Verdict:  # fmt: skip
     """Check the events up to `upto` (default: the chain's head) against the chain: all of
-    them, or only `task`'s (each against the chain entry before it)."""
+    them, or only `task`'s (each against the chain entry before it). With `connect`, the
+    whole store is hashed in parts at once (`first_departure`)."""
     with conn.transaction():
         conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = conn.execute(f"SELECT coalesce(max(position), 0) FROM {CHAIN_TABLE}").fetchone()
@@ -226,7 +259,7 @@ def verify_store(conn: Connection[Any], upto: int | None = None,
             params.append(task.all_ids)
         before: tuple[int, int, bytes] = (0, 0, GENESIS)  # entries, last position, digest
         if task is None:  # the whole store: PostgreSQL finds where to start looking
-            first = first_departure(conn, limit)
+            first = first_departure(conn, limit, connect)
             start = limit + 1 if first is None else first  # the walk starts there
             counted = conn.execute(_BEFORE, [start, start]).fetchone()
             assert counted is not None

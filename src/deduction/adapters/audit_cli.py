@@ -57,7 +57,7 @@ async def verify(url: str, task_id: int | None, checkpoint_text: str | None,
         out.write(f"task {task_id} does not exist\n")
         return 2
     with psycopg.connect(url) as conn:
-        verdict = verify_store(conn, mark[0] if mark else None, task)
+        verdict = verify_store(conn, mark[0] if mark else None, task, lambda: psycopg.connect(url))
     if mark is not None:
         verdict = check_checkpoint(verdict, *mark)
     what = f"task {task_id}" if task_id is not None else "the event store"
