@@ -4,6 +4,7 @@ live detail read of the same task), and chain verification speed over the store 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Awaitable
@@ -13,9 +14,16 @@ import psycopg
 from psycopg import AsyncConnection
 
 from bench.common import Result, scratch_database, versions
-from deduction.adapters.audit_chain import create_chain_table, extend_chain, verify_store
+from deduction.adapters.audit_chain import (
+    PARTS,
+    Connect,
+    create_chain_table,
+    extend_chain,
+    verify_store,
+)
 from deduction.adapters.audit_store import PostgresEventLog
 from deduction.adapters.postgres import eventsourcing_env
+from deduction.application.audit_chain import Verdict
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.service import AgentConfig, DeductionApp, NewTask
 from deduction.config import Settings
@@ -116,10 +124,10 @@ def run(smoke: bool = False) -> Result:
         chain_s = asyncio.run(chain(url))
         reads = asyncio.run(read_latencies(url, task_id, first, position, rounds))
         with psycopg.connect(url) as conn:
-            started = time.perf_counter()
-            verdict = verify_store(conn, connect=lambda: psycopg.connect(url))
-            verify_s = time.perf_counter() - started
-        assert verdict.intact, verdict.finding
+            verify_s, verdict = _verify(conn, lambda: psycopg.connect(url))
+            one_part_s, one_part = _verify(conn, None)  # the same search on one connection
+        assert verdict.intact and one_part.intact, verdict.finding or one_part.finding
+        load = os.getloadavg()[0]
         ver = versions(url)
     p99, live_p99 = percentile(reads["as_of"], 0.99), percentile(reads["live"], 0.99)
     rate = verdict.checked / verify_s
@@ -149,10 +157,19 @@ def run(smoke: bool = False) -> Result:
             "as_of_first_read_ms": reads["first"][0],
             "as_of_first_read_cpu_ms": reads["first"][1],
             "verify_events_per_s": round(rate),
+            "verify_parts": PARTS,
+            "verify_one_part_events_per_s": round(one_part.checked / one_part_s),
+            "load_average_1m": round(load, 1),
             "chain_write_events_per_s": round(verdict.checked / chain_s) if chain_s else None,
         },
         versions=ver,
     )
+
+
+def _verify(conn: psycopg.Connection[Any], connect: Connect | None) -> tuple[float, Verdict]:
+    started = time.perf_counter()
+    verdict = verify_store(conn, connect=connect)
+    return time.perf_counter() - started, verdict
 
 
 async def _catch_up(runner: ProjectionRunner, url: str) -> None:
