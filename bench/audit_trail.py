@@ -27,7 +27,8 @@ from deduction.application.audit_chain import Verdict
 from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.service import AgentConfig, DeductionApp, NewTask
 from deduction.config import Settings
-from deduction.projections.as_of import AsOfReader, PostgresSnapshots
+from deduction.projections.as_of import AsOfReader
+from deduction.projections.as_of_snapshots import PostgresSnapshots
 from deduction.projections.runner import ProjectionRunner
 from deduction.projections.tasks import PostgresTaskView
 

@@ -16,8 +16,9 @@ from psycopg_pool import AsyncConnectionPool
 from deduction.adapters.audit_store import PostgresEventLog
 from deduction.application.audit import EventQuery, TaskStreams
 from deduction.application.service import DeductionApp
-from deduction.projections import as_of
-from deduction.projections.as_of import AsOfReader, Fold, PostgresSnapshots, TaskState
+from deduction.projections import as_of, as_of_snapshots
+from deduction.projections.as_of import AsOfReader, Fold, TaskState
+from deduction.projections.as_of_snapshots import PostgresSnapshots
 from tests.support.plan import new_task, seed_catalog
 
 EVERY = 4
@@ -57,7 +58,7 @@ def run(app: DeductionApp, db_url: str) -> int:
     for _ in range(60):
         _step(app, rng.choice([task_id, task_id, other]), rng)
     with psycopg.connect(db_url, autocommit=True) as conn:
-        for statement in as_of.DDL:
+        for statement in as_of_snapshots.DDL:
             conn.execute(statement)
     return task_id
 

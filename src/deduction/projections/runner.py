@@ -13,7 +13,7 @@ import psycopg
 import structlog
 from psycopg import AsyncConnection, sql
 
-from deduction.projections import as_of, dead_letters
+from deduction.projections import as_of_snapshots, dead_letters
 from deduction.projections.agents import AgentProjection
 from deduction.projections.base import EVENTS_TABLE, Projection, event_row
 from deduction.projections.catalog import CatalogProjection
@@ -66,7 +66,7 @@ async def create_read_tables(conn: AsyncConnection[Any], projections: Sequence[P
         await conn.execute("SELECT pg_advisory_xact_lock(7412001)")  # concurrent start-ups
         await conn.execute(TRACKING)
         await conn.execute(dead_letters.DDL)
-        for statement in as_of.DDL:
+        for statement in as_of_snapshots.DDL:
             await conn.execute(statement)
         for p in projections:
             for statement in p.ddl:
@@ -455,7 +455,7 @@ async def rebuild(
         await create_read_tables(conn, chosen)
         if {p.name for p in chosen} & {TaskProjection.name, AgentProjection.name}:
             # Snapshots are folded by these projections' handlers: rebuilt ones may differ.
-            await conn.execute(f"TRUNCATE {as_of.SNAPSHOT_TABLE}")
+            await conn.execute(f"TRUNCATE {as_of_snapshots.SNAPSHOT_TABLE}")
     # Projections are independent: replaying them side by side lets PostgreSQL write one
     # page while Python decodes another.
     counts = await asyncio.gather(

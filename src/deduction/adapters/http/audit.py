@@ -42,7 +42,8 @@ from deduction.application.audit_file import event_json
 from deduction.application.service import NotFoundError
 from deduction.application.services import Services
 from deduction.domain.ids import MAX_ID
-from deduction.projections.as_of import AsOfReader, PostgresSnapshots, TaskState
+from deduction.projections.as_of import AsOfReader, TaskState
+from deduction.projections.as_of_snapshots import PostgresSnapshots
 
 AS_OF_HEADER = "X-As-Of-Position"
 AS_OF_HEADERS = [
