@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from eventsourcing.utils import get_topic
 from psycopg import AsyncConnection, sql
@@ -19,9 +18,10 @@ Row = dict[str, Any]
 Query = str | sql.SQL | sql.Composed
 
 
-@dataclass(frozen=True, slots=True)
-class EventRow:
-    """One stored event as a projection sees it: decoded JSON, no domain objects."""
+class EventRow(NamedTuple):
+    """One stored event as a projection sees it: decoded JSON, no domain objects (a named
+    tuple: built for every event a projection or an as-of read folds, three times faster than
+    a frozen dataclass)."""
 
     notification_id: int
     originator_int: int
