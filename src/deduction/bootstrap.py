@@ -109,6 +109,7 @@ async def open_services(settings: Settings, *, role: Role = "api") -> AsyncItera
         await chain.setup()
     pool = read_pool(with_timeouts(url, READS), budget.reads)
     await pool.open(wait=True, timeout=30)
+    runner.reads = pool
     executor = ThreadPoolExecutor(settings.command_threads, thread_name_prefix="command")
     polls = ThreadPoolExecutor(settings.poll_threads, thread_name_prefix="poll")
     stop = asyncio.Event()

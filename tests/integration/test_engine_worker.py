@@ -8,8 +8,9 @@ import pytest
 from psycopg import AsyncConnection
 
 from deduction.adapters.worker import InProcessWorker, purge_logs, sweep
+from deduction.application.findings import SubmitPlan
 from deduction.application.services import Services
-from deduction.bootstrap import open_dispatch, open_services
+from deduction.bootstrap import READ_POOL, open_dispatch, open_services, open_worker_context
 from deduction.domain.logs import log_stream_id
 from deduction.projections.tasks import PostgresTaskView
 from tests.support.api import settings_for
@@ -146,3 +147,28 @@ async def test_a_stopped_task_is_read_once_more_however_late_its_stop_was_delive
         await monitor.poll_task(task_id)  # reads every agent's logs to the end
         await settled(services)
         assert task_id not in {row.id for row in await view.open_tasks(recent_seconds=0)}
+
+
+async def test_admissions_in_a_worker_wait_for_the_read_tables_over_its_read_pool(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker runs no projections; each admission waits until the read tables include the
+    previous one, and reads the tracking rows through the read pool (its stated budget)."""
+    ids = [await services.run_sync(create_task, services.app, new_task(f"capped-{i}"))
+           for i in range(6)]  # fmt: skip
+    await settled(services)
+    worker_settings = settings_for(services.database_url, engine_max_running_tasks=100)
+    async with open_services(worker_settings, role="worker") as worker, \
+            open_worker_context(worker, Recorder()) as ctx:  # fmt: skip
+        opened: list[str] = []
+        connect = AsyncConnection.connect.__func__  # type: ignore[attr-defined]
+
+        async def counted(cls: Any, *args: Any, **kwargs: Any) -> Any:
+            opened.append(str(args[:1]))
+            return await connect(cls, *args, **kwargs)
+
+        monkeypatch.setattr(AsyncConnection, "connect", classmethod(counted))
+        for task_id in ids:  # each decision saves an event the next one waits for
+            assert isinstance(await ctx["admission"].admit(task_id), SubmitPlan)
+        monkeypatch.undo()
+    assert len(opened) <= READ_POOL["worker"], opened

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import structlog
 from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
 
 from deduction.projections import as_of_snapshots, dead_letters
 from deduction.projections.agents import AgentProjection
@@ -304,6 +305,9 @@ class ProjectionRunner:
         self._progress = asyncio.Condition()
         self.positions: dict[str, int] = {}
         self.last_error: str | None = None
+        # A process that runs no projections reads the tracking rows through its read pool,
+        # within its stated connection budget (D16); set once the pool is open.
+        self.reads: AsyncConnectionPool[Any] | None = None
 
     async def setup(self) -> None:
         async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
@@ -400,16 +404,26 @@ class ProjectionRunner:
                 await asyncio.sleep(1.0)
 
     async def _poll_positions(self, position: int, timeout: float, topics: frozenset[str]) -> bool:
-        """Wait on the tracking rows the runners of other processes move (every 50 ms)."""
+        """Wait on the tracking rows the runners of other processes move (every 50 ms),
+        each read over a connection of the read pool, given back between reads."""
         deadline = time.monotonic() + timeout
-        async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
-            while True:
+        while True:
+            async with self._tracking_reader() as conn:
                 self.positions = await positions(conn)
-                if self.reached(position, topics):
-                    return True
-                if time.monotonic() >= deadline:
-                    return False
-                await asyncio.sleep(0.05)
+            if self.reached(position, topics):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.05)
+
+    @contextlib.asynccontextmanager
+    async def _tracking_reader(self) -> AsyncIterator[AsyncConnection[Any]]:
+        if self.reads is not None:
+            async with self.reads.connection() as conn:
+                yield conn
+            return
+        async with await AsyncConnection.connect(self._url, autocommit=True) as conn:
+            yield conn  # no pool (the CLI's short runs)
 
     def reached(self, position: int, topics: frozenset[str] = frozenset()) -> bool:
         """Every projection that takes one of `topics` (every one when empty) has checked
