@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -52,6 +53,23 @@ class EventStoreRecorder(PostgresApplicationRecorder):
                 ids = self._insert_without_pipeline(stored_events, **kwargs)
             return ids
 
+    def _insert_stored_events(
+        self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        """The library's statements (lock, notify, insert), the rows sent as four arrays in
+        binary: the library's array of a composite type is dumped as text by psycopg in
+        Python, escaping every byte of every event's state (a fifth of a poll's CPU)."""
+        self._lock_table(curs)
+        self._notify_channel(curs)
+        curs.execute(self._insert_arrays, _columns(stored_events), prepare=True)
+
+    @cached_property
+    def _insert_arrays(self) -> sql.Composed:
+        return sql.SQL(_INSERT).format(
+            table=sql.Identifier(self.datastore.schema, self.events_table_name),
+            id_type=sql.SQL(self.datastore.originator_id_type),
+        )
+
     @retry(InterfaceError, max_attempts=3, wait=0.2)  # a dropped connection, not a timeout
     def _insert_without_pipeline(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -80,6 +98,23 @@ class EventStoreRecorder(PostgresApplicationRecorder):
         with self._in_flight_lock:
             oldest = min(self._in_flight.values(), default=None)
         return 0.0 if oldest is None else time.monotonic() - oldest
+
+
+# The library's insert (ids returned in the rows' order), from four arrays sent in binary.
+_INSERT = """
+INSERT INTO {table} AS t (originator_id, originator_version, topic, state)
+SELECT * FROM unnest(%b::{id_type}[], %b::int8[], %b::text[], %b::bytea[])
+RETURNING notification_id
+"""
+
+
+def _columns(stored_events: Sequence[StoredEvent]) -> tuple[list[Any], ...]:
+    return (
+        [e.originator_id for e in stored_events],
+        [e.originator_version for e in stored_events],
+        [e.topic for e in stored_events],
+        [e.state for e in stored_events],
+    )
 
 
 def write_size(stored_events: Sequence[StoredEvent]) -> int:
