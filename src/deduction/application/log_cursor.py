@@ -31,7 +31,7 @@ T = TypeVar("T")
 ONE_US = timedelta(microseconds=1)
 MIN_PAGE = 5  # an answer this short is never taken for a full page
 GRAINS_US = (1_000, 1_000_000, 60_000_000, 3_600_000_000, 86_400_000_000)
-_EPOCH_YEAR = 1971  # earlier times are unset clocks (Go's zero time, epoch 0), not real times
+_EPOCH_YEAR = "1971"  # earlier times are unset clocks (Go's zero time, epoch 0), not real times
 _FIRST = "0001-01-01T00:00:00.000000Z"
 
 
@@ -124,8 +124,10 @@ class Ingested:
     complete: bool  # nothing new and not a full page: the Engine had nothing more
 
 
-# An answer's item: (effective time, fingerprint, stored line or None when unreadable, seq)
-Item = tuple[str, str, Line | None, int | None]
+# An answer's item: (effective time, fingerprint, stored line or None when unreadable, seq).
+# A readable line's fingerprint is taken only when it is compared (`_fp`): at the cursor's
+# time and at the newest time read, a few lines of an answer; None until then.
+Item = tuple[str, str | None, Line | None, int | None]
 
 
 def ingest(
@@ -214,14 +216,14 @@ def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
     for entry, line in decoded:
         if line is not None and _timed_line(line):
             opening, previous = False, line["timestamp"]
+        fp: str | None = None
         if isinstance(entry, bytes):
             fp = _raw_fingerprint(entry)
         elif line is None:
             fp = _raw_fingerprint(repr(entry).encode())
-        else:
-            fp = fingerprint(line)
         at = previous
         if opening and past_gap and after is not None:
+            fp = fp or fingerprint(line)  # type: ignore[arg-type]
             if tail[fp] > 0 and cursor.ts != after:
                 tail[fp] -= 1  # stored at the cursor's time, before the gap
             else:
@@ -232,7 +234,12 @@ def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
 
 
 def _timed_line(line: Line) -> bool:
-    return int(line["timestamp"][:4]) >= _EPOCH_YEAR
+    return bool(line["timestamp"] >= _EPOCH_YEAR)  # stored times open with a 4-digit year
+
+
+def _fp(item: Item) -> str:
+    fp, line = item[1], item[2]
+    return fp if fp is not None else fingerprint(line)  # type: ignore[arg-type]
 
 
 def _raw_fingerprint(raw: bytes) -> str:
@@ -285,12 +292,13 @@ def _fresh(cursor: Cursor, items: list[Item]) -> list[Item]:
     after = None if cursor.after is None else stored_ts_of(cursor.after)
     fresh: list[Item] = []
     for item in items:
-        eff, fp = item[0], item[1]
+        eff = item[0]
         if after is not None and eff < after:
             continue  # past a gap already recorded
         if cursor.ts is not None and eff < cursor.ts:
             continue  # stored by an earlier read
         if eff == cursor.ts:
+            fp = _fp(item)
             seen[fp] += 1
             if seen[fp] <= tail[fp]:
                 continue
@@ -331,9 +339,10 @@ def _advance(cursor: Cursor, fresh: list[Item]) -> Cursor:
     newest = max(item[0] for item in fresh)
     at_newest: Counter[str] = Counter()
     last_seq, broken = None, 0  # the last number read, and the broken lines read after it
-    for eff, fp, line, seq in fresh:
+    for item in fresh:
+        eff, _, line, seq = item
         if eff == newest:
-            at_newest[fp] += 1
+            at_newest[_fp(item)] += 1
         if seq is not None:
             last_seq, broken = seq, 0
         elif line is None:

@@ -22,7 +22,7 @@ from deduction.domain.text import (
 from deduction.domain.times import parse_time, rfc3339
 
 _canonical = msgspec.json.Encoder(order="sorted")
-_SHORT_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(?:\d{3})?Z", re.ASCII)
+_SECOND = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", re.ASCII)
 
 Line = dict[str, Any]
 
@@ -45,16 +45,33 @@ def _extra(value: Any) -> dict[str, Any] | None:
     return extra
 
 
+_SECONDS_KNOWN: set[str] = set()  # "YYYY-MM-DDTHH:MM:SS" already checked (lines share them)
+
+
 def stored_ts_of(raw: str | float) -> str:
     """The stored form of an Engine timestamp; raises like `parse_time`.
 
     RFC 3339 UTC with `Z` (`...:SS.fffZ` or `...:SS.ffffffZ`, what most Engines send) is
-    checked by `fromisoformat` and re-written by slicing; anything else goes the long way.
+    checked by `fromisoformat` and re-written by slicing (a whole second once: the lines of
+    one second share it); anything else goes the long way.
     """
-    if type(raw) is str and _SHORT_UTC.fullmatch(raw):
-        datetime.fromisoformat(raw)  # validates every field (raises ValueError)
-        return raw if len(raw) == 27 else raw[:23] + "000Z"
+    if type(raw) is str and len(raw) in (24, 27) and raw[19] == "." and raw[-1] == "Z":
+        fraction = raw[20:-1]
+        if fraction.isascii() and fraction.isdigit() and _second_known(raw[:19]):
+            return raw if len(raw) == 27 else raw[:23] + "000Z"
     return rfc3339(parse_time(raw))
+
+
+def _second_known(second: str) -> bool:
+    if second in _SECONDS_KNOWN:
+        return True
+    if not _SECOND.fullmatch(second):
+        return False
+    datetime.fromisoformat(second)  # validates every field (raises ValueError)
+    if len(_SECONDS_KNOWN) >= 65_536:
+        _SECONDS_KNOWN.clear()
+    _SECONDS_KNOWN.add(second)
+    return True
 
 
 def _level(raw: str | None) -> str:
