@@ -143,15 +143,43 @@ async def wait_started(redis: Any, queue: str, proc: subprocess.Popen[bytes]) ->
 def cpu_seconds(pids: list[int]) -> float:
     total = 0.0
     for pid in pids:
-        t = psutil.Process(pid).cpu_times()
-        total += t.user + t.system
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
     return total
 
 
-async def cycle(redis: Any, queue: str, pids: list[int]) -> tuple[float, float]:
+async def backends(conn: Any) -> list[int]:
+    """The PostgreSQL server processes serving this benchmark's database."""
+    cur = await conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid()"
+    )
+    return [r[0] for r in await cur.fetchall()]
+
+
+async def lines_stored(conn: Any) -> int:
+    cur = await conn.execute("SELECT coalesce(sum(lines), 0) FROM agent_execution_log_count")
+    return int((await cur.fetchone())[0])
+
+
+async def jobs_by_worker(redis: Any, queue: str, pids: list[int]) -> list[int]:
+    """Jobs each worker has completed so far, as its health check says (written every 0.5 s)."""
+    await asyncio.sleep(0.6)
+    done = []
+    for pid in pids:
+        info = (await redis.get(f"{queue}:health-check:{pid}") or b"").decode()
+        found = re.search(r"j_complete=(\d+)", info)
+        done.append(int(found.group(1)) if found else 0)
+    return done
+
+
+async def cycle(redis: Any, queue: str, pids: list[int],
+                others: dict[str, list[int]] | None = None) -> tuple[float, dict[str, float]]:  # fmt: skip
     """The sweep and every job it queued, until the queue is empty and nothing runs;
-    (wall seconds, CPU seconds of the workers)."""
-    cpu0, start = cpu_seconds(pids), time.perf_counter()
+    (wall seconds, CPU seconds of each worker and of each of `others` over the cycle)."""
+    groups = {**{f"worker {i + 1}": [pid] for i, pid in enumerate(pids)}, **(others or {})}
+    cpu0, start = {k: cpu_seconds(v) for k, v in groups.items()}, time.perf_counter()
     await redis.enqueue_job("sweep", _job_id=f"{queue}:sweep", _queue_name=queue)
     while True:
         await asyncio.sleep(0.01)
@@ -164,12 +192,14 @@ async def cycle(redis: Any, queue: str, pids: list[int]) -> tuple[float, float]:
         ]  # a cron job's mark outlives it
         if not running and not await redis.zcard(queue):
             break
-    return time.perf_counter() - start, cpu_seconds(pids) - cpu0
+    wall = time.perf_counter() - start
+    return wall, {k: cpu_seconds(v) - cpu0[k] for k, v in groups.items()}
 
 
 async def measure(database_url: str, engine_url: str, redis: str, tasks: int, runs: int,
-                  interval: float) -> dict[str, Any]:  # fmt: skip
+                  interval: float, engine_pid: int) -> dict[str, Any]:  # fmt: skip
     from arq.connections import RedisSettings, create_pool
+    from psycopg import AsyncConnection
 
     from deduction.bootstrap import open_services
 
@@ -182,10 +212,15 @@ async def measure(database_url: str, engine_url: str, redis: str, tasks: int, ru
            "WORKER_QUEUE": queue, "TASK_POLL_ENABLED": "false",
            "TASK_POLL_INTERVAL": str(interval), "LOG_LEVEL": "WARNING",
            "LOG_RETENTION_DAYS": "0", "MALLOC_ARENA_MAX": "2"}  # fmt: skip
-    out: dict[str, Any] = {"cycles": {}, "cpu_ms_per_poll": {}, "first_cycle": {}, "jobs": {}}
+    out: dict[str, Any] = {"cycles": {}, "cpu_ms_per_poll": {}, "first_cycle": {}, "jobs": {},
+                           "cpu_s_per_cycle": {}, "jobs_by_worker": {},
+                           "lines_per_poll": {}, "load": {}}  # fmt: skip
     pool = await create_pool(RedisSettings.from_dsn(redis))
     try:
-        async with open_services(settings) as services:  # this process runs the projections
+        async with (
+            open_services(settings) as services,  # this process runs the projections
+            await AsyncConnection.connect(database_url, autocommit=True) as conn,
+        ):
             started = time.perf_counter()
             await add_running_tasks(services, engine_url, tasks)
             print(f"   {tasks} tasks set up in {time.perf_counter() - started:.1f}s",
@@ -194,21 +229,41 @@ async def measure(database_url: str, engine_url: str, redis: str, tasks: int, ru
                 async with workers(count, env, pool, queue) as procs:
                     pids = [p.pid for p in procs]
                     out["first_cycle"][count] = round((await cycle(pool, queue, pids))[0], 3)
-                    walls, cpus = [], []
+                    await settle(services)
+                    lines0, jobs0 = (
+                        await lines_stored(conn),
+                        await jobs_by_worker(pool, queue, pids),
+                    )
+                    others = {"engine": [engine_pid], "benchmark (projections)": [os.getpid()],
+                              "postgresql": await backends(conn)}  # fmt: skip
+                    walls, cpus, per_cycle = [], [], []
                     last = time.perf_counter()
                     for _ in range(runs):
                         await asyncio.sleep(max(0.0, last + interval - time.perf_counter()))
                         last = time.perf_counter()
-                        wall, cpu = await cycle(pool, queue, pids)
+                        wall, cpu = await cycle(pool, queue, pids, others)
                         walls.append(round(wall, 3))
-                        cpus.append(round(1000 * cpu / tasks, 2))
+                        worker_cpu = sum(v for k, v in cpu.items() if k.startswith("worker"))
+                        cpus.append(round(1000 * worker_cpu / tasks, 2))
+                        per_cycle.append({k: round(v, 2) for k, v in cpu.items()})
+                    jobs1 = await jobs_by_worker(pool, queue, pids)
+                    await settle(services)
+                    polls = runs * tasks
+                    out["lines_per_poll"][count] = round(
+                        (await lines_stored(conn) - lines0) / polls
+                    )
+                    out["jobs_by_worker"][count] = [b - a for a, b in zip(jobs0, jobs1)]
                     out["cycles"][count] = walls
                     out["cpu_ms_per_poll"][count] = cpus
+                    out["cpu_s_per_cycle"][count] = per_cycle
+                    out["load"][count] = round(os.getloadavg()[0], 1)
                     out["jobs"][count] = done = await jobs_run(pool, queue, pids)
                     if done["failed"] or done["complete"] < (runs + 1) * (tasks + 1):
                         raise RuntimeError(f"{count} worker(s) ran {done} jobs, expected"
                                            f" {(runs + 1) * (tasks + 1)} complete")  # fmt: skip
-                    print(f"   {count} worker(s): cycles {walls} s, CPU per poll {cpus} ms",
+                    print(f"   {count} worker(s): cycles {walls} s, CPU per poll {cpus} ms,"
+                          f" {out['lines_per_poll'][count]} lines per poll, jobs by worker (polls + sweeps)"
+                          f" {out['jobs_by_worker'][count]}, CPU s per cycle {per_cycle}",
                           file=sys.stderr, flush=True)  # fmt: skip
                 await asyncio.sleep(interval)
             await settle(services)  # the baseline reads the agents from the read tables
@@ -230,8 +285,8 @@ def run(smoke: bool = False) -> Result:
     with scratch_database("pollw") as url:
         port = free_port()
         engine_url = f"http://127.0.0.1:{port}"
-        with server(engine_command(port), {}, f"{engine_url}/admin/knobs"):
-            data = asyncio.run(measure(url, engine_url, redis, tasks, runs, interval))
+        with server(engine_command(port), {}, f"{engine_url}/admin/knobs") as engine:
+            data = asyncio.run(measure(url, engine_url, redis, tasks, runs, interval, engine.pid))
         ver = versions(url)
     one, two = (statistics.median(data["cycles"][n]) for n in (1, 2))
     cpu = {n: statistics.median(v) for n, v in data["cpu_ms_per_poll"].items()}
@@ -269,6 +324,10 @@ def run(smoke: bool = False) -> Result:
             "first_cycle_s": {str(n): v for n, v in data["first_cycle"].items()},
             "engine_calls_alone_s": round(floor, 3),
             "jobs_run": {str(n): v for n, v in data["jobs"].items()},
+            "jobs_by_worker": {str(n): v for n, v in data["jobs_by_worker"].items()},
+            "lines_per_poll": {str(n): v for n, v in data["lines_per_poll"].items()},
+            "cpu_s_per_cycle": {str(n): v for n, v in data["cpu_s_per_cycle"].items()},
+            "load_average_1m": {str(n): v for n, v in data["load"].items()},
         },
         versions=ver,
     )

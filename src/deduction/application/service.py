@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
+from eventsourcing.domain import BaseAggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError, Recording, Transcoder
 from msgspec import json as msgspec_json
 
@@ -114,6 +115,23 @@ def retry_on_conflict(command: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+class _Collected(ProcessingEvent[UUID]):
+    """The library's ProcessingEvent, telling aggregates from events by their classes first:
+    its check against a runtime Protocol costs about 0.1 ms per object on Python 3.11, more
+    than encoding and storing the event."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if isinstance(obj, DomainEvent):
+                self.events.append(obj)
+            elif isinstance(obj, BaseAggregate):
+                self.events += obj.collect_events()
+                self.aggregates[obj.id] = obj
+            else:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
+
+
 class DeductionApp(Application[UUID]):
     """Commands of the service; queries are answered by the read tables, never here."""
 
@@ -125,6 +143,16 @@ class DeductionApp(Application[UUID]):
 
     def construct_transcoder(self) -> Transcoder:
         return MsgspecTranscoder()
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """`Application.save`, collecting through `_Collected`."""
+        processing_event = _Collected()
+        processing_event.collect_events(*objs, **kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # the library's deprecated hook, as it calls it
+        return recordings
 
     # -- helpers -----------------------------------------------------------------------------
 
