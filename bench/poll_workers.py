@@ -267,7 +267,12 @@ async def measure(database_url: str, engine_url: str, redis: str, tasks: int, ru
                           file=sys.stderr, flush=True)  # fmt: skip
                 await asyncio.sleep(interval)
             await settle(services)  # the baseline reads the agents from the read tables
+            cpu0 = cpu_seconds([os.getpid()])
             out["engine_calls_alone"] = await http_floor(services, engine_url)
+            # what the same calls cost a bare aiohttp session: the floor of a poll's CPU
+            out["engine_calls_cpu_ms"] = round(
+                1000 * (cpu_seconds([os.getpid()]) - cpu0) / tasks, 2
+            )
     finally:
         keys = [queue, *[k async for k in pool.scan_iter(f"*{queue}*")]]
         await pool.delete(*keys)
@@ -323,6 +328,7 @@ def run(smoke: bool = False) -> Result:
             "cpu_samples_ms": {str(n): v for n, v in data["cpu_ms_per_poll"].items()},
             "first_cycle_s": {str(n): v for n, v in data["first_cycle"].items()},
             "engine_calls_alone_s": round(floor, 3),
+            "engine_calls_alone_cpu_ms_per_task": data["engine_calls_cpu_ms"],
             "jobs_run": {str(n): v for n, v in data["jobs"].items()},
             "jobs_by_worker": {str(n): v for n, v in data["jobs_by_worker"].items()},
             "lines_per_poll": {str(n): v for n, v in data["lines_per_poll"].items()},
