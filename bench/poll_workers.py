@@ -40,6 +40,7 @@ import psutil
 from bench.common import Result, redis_url, scratch_database, versions
 from bench.http_load import free_port, server
 from bench.poll_capacity import AGENTS, add_running_tasks, engine_command, http_floor, settle
+from deduction.adapters.worker.jobs import POLL_BATCH
 from deduction.config import Settings
 from deduction.logging import configure_logging
 
@@ -258,11 +259,12 @@ async def measure(database_url: str, engine_url: str, redis: str, tasks: int, ru
                     out["cpu_s_per_cycle"][count] = per_cycle
                     out["load"][count] = round(os.getloadavg()[0], 1)
                     out["jobs"][count] = done = await jobs_run(pool, queue, pids)
-                    if done["failed"] or done["complete"] < (runs + 1) * (tasks + 1):
+                    expected = (runs + 1) * (1 + -(-tasks // POLL_BATCH))  # sweeps and batches
+                    if done["failed"] or done["complete"] < expected:
                         raise RuntimeError(f"{count} worker(s) ran {done} jobs, expected"
-                                           f" {(runs + 1) * (tasks + 1)} complete")  # fmt: skip
+                                           f" {expected} complete")  # fmt: skip
                     print(f"   {count} worker(s): cycles {walls} s, CPU per poll {cpus} ms,"
-                          f" {out['lines_per_poll'][count]} lines per poll, jobs by worker (polls + sweeps)"
+                          f" {out['lines_per_poll'][count]} lines per poll, jobs by worker (batches of polls, sweeps)"
                           f" {out['jobs_by_worker'][count]}, CPU s per cycle {per_cycle}",
                           file=sys.stderr, flush=True)  # fmt: skip
                 await asyncio.sleep(interval)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from psycopg import AsyncConnection
@@ -172,3 +173,36 @@ async def test_admissions_in_a_worker_wait_for_the_read_tables_over_its_read_poo
             assert isinstance(await ctx["admission"].admit(task_id), SubmitPlan)
         monkeypatch.undo()
     assert len(opened) <= READ_POOL["worker"], opened
+
+
+class PollsSeen:
+    """Stands in for the TaskMonitor: records which tasks were polled, learns nothing."""
+
+    def __init__(self) -> None:
+        self.polled: list[int] = []
+
+    async def poll_task(self, task_id: int) -> None:
+        self.polled.append(task_id)
+
+
+@pytest.mark.redis
+async def test_a_batch_of_polls_leaves_a_task_claimed_by_another_poll_to_it(
+    redis_url: str,
+) -> None:
+    from arq.connections import RedisSettings, create_pool
+
+    from deduction.adapters.worker.arq_worker import PollClaims
+    from deduction.adapters.worker.jobs import poll_tasks
+
+    redis = await create_pool(RedisSettings.from_dsn(redis_url))
+    queue = f"dtest:{uuid4().hex[:10]}"
+    try:
+        ctx: dict[str, Any] = {"redis": redis, "monitor": PollsSeen()}
+        claims = ctx["claims"] = PollClaims(ctx, queue, ttl=30)
+        assert await claims.take([2]) == [2]  # another worker is polling task 2
+        await poll_tasks(ctx, [1, 2, 3])
+        assert ctx["monitor"].polled == [1, 3]
+        assert await claims.take([1, 2, 3]) == [1, 3]  # given back; 2 is still the other's
+    finally:
+        await redis.delete(*[k async for k in redis.scan_iter(f"{queue}:*")] or ["-"])
+        await redis.aclose()

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -17,7 +17,14 @@ from arq.cron import cron
 from arq.worker import Worker, func
 
 from deduction.adapters.worker.dispatch import Enqueue, arq_enqueuer
-from deduction.adapters.worker.jobs import TASK_JOBS, job_timeout, purge_logs, sweep
+from deduction.adapters.worker.jobs import (
+    POLL_BATCH,
+    TASK_JOBS,
+    job_timeout,
+    poll_tasks,
+    purge_logs,
+    sweep,
+)
 from deduction.config import Settings
 
 log = structlog.get_logger(__name__)
@@ -115,6 +122,33 @@ class ResilientWorker(Worker):
             await super().close()
 
 
+class PollClaims:
+    """A key per task polled (`<queue>:polling:<task id>`, SET NX), taken and given back for
+    a whole batch in one round trip each. It expires after `ttl` seconds (the batch job's
+    timeout), so a worker killed mid-poll holds its tasks no longer than arq holds the job."""
+
+    def __init__(self, ctx: dict[str, Any], queue: str, ttl: float) -> None:
+        # ctx["redis"] is read at each call: arq makes a new pool when Redis comes back
+        self._ctx, self._prefix, self._ttl_ms = ctx, f"{queue}:polling:", int(ttl * 1000)
+
+    async def take(self, task_ids: Sequence[int]) -> list[int]:
+        async with self._ctx["redis"].pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.set(f"{self._prefix}{task_id}", b"1", nx=True, px=self._ttl_ms)
+            taken = await pipe.execute()
+        return [task_id for task_id, ok in zip(task_ids, taken) if ok]
+
+    async def give_back(self, task_ids: Sequence[int]) -> None:
+        if task_ids:
+            keys = [f"{self._prefix}{task_id}" for task_id in task_ids]
+            await self._ctx["redis"].delete(*keys)
+
+
+def batch_timeout(engine_timeout: float) -> float:
+    """A poll_tasks job polls its tasks one after the other."""
+    return POLL_BATCH * job_timeout(engine_timeout)
+
+
 OpenContext = Callable[[Settings, Enqueue], AbstractAsyncContextManager[dict[str, Any]]]
 
 
@@ -138,6 +172,8 @@ def _lifecycle(open_context: OpenContext) -> tuple[Any, Any]:
                 database.succeeded()
                 break
         ctx["stack"] = stack
+        ctx["claims"] = PollClaims(ctx, settings.worker_queue,
+                                   batch_timeout(settings.engine_timeout))  # fmt: skip
         log.info("worker.started", mode="arq", queue=settings.worker_queue,
                  sweep=settings.task_poll_enabled)  # fmt: skip
 
@@ -163,7 +199,17 @@ def worker_settings(settings: Settings, open_context: OpenContext) -> dict[str, 
                           timeout=timeout))  # fmt: skip
     return {
         "functions": [
-            func(f, name=f.__name__, timeout=timeout, keep_result=0, max_tries=3) for f in TASK_JOBS
+            *(
+                func(f, name=f.__name__, timeout=timeout, keep_result=0, max_tries=3)
+                for f in TASK_JOBS
+            ),
+            func(
+                poll_tasks,
+                name="poll_tasks",
+                timeout=batch_timeout(settings.engine_timeout),
+                keep_result=0,
+                max_tries=3,
+            ),
         ],
         "cron_jobs": crons,
         "on_startup": startup,

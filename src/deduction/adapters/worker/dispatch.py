@@ -18,8 +18,13 @@ def job_id(queue: str, job: str, task_id: int | None) -> str:
 
 
 def arq_enqueuer(redis: ArqRedis, queue: str) -> Enqueue:
-    async def enqueue(job: str, task_id: int | None = None) -> bool:
+    """`enqueue(job, task_id)`; `enqueue(job, first_id, batch)` queues a job over a batch of
+    tasks (the job id names its first)."""
+
+    async def enqueue(job: str, task_id: int | None = None, batch: list[int] | None = None) -> bool:
         args: tuple[Any, ...] = () if task_id is None else (task_id,)
+        if batch is not None:
+            args = (batch,)
         queued = await redis.enqueue_job(
             job, *args, _job_id=job_id(queue, job, task_id), _queue_name=queue
         )

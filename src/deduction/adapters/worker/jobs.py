@@ -2,7 +2,9 @@
 
 ctx holds what on_startup made: `monitor` (TaskMonitor), `pool` (read tables, queried through
 the tasks and logs views), `settings` and `enqueue(job_name, task_id)`, which never runs a job
-twice at once for one task.
+twice at once for one task. Under arq it also holds `claims` (PollClaims): the sweep's polls
+then go in batches (`poll_tasks`), and every poll first claims its task, so a task is still
+never polled twice at once.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import structlog
 
@@ -47,6 +49,17 @@ def timed(job: Job) -> Job:
     return cast(Job, run)
 
 
+POLL_BATCH = 4  # tasks per poll_tasks job: its queue work (Redis round trips) is shared
+
+
+class Claims(Protocol):
+    """Marks held on tasks while they are polled, across every worker process."""
+
+    async def take(self, task_ids: Sequence[int]) -> list[int]: ...
+
+    async def give_back(self, task_ids: Sequence[int]) -> None: ...
+
+
 async def _follow_up(ctx: Ctx, task_id: int, outcome: Outcome | None) -> None:
     if outcome is None:
         return
@@ -75,6 +88,37 @@ async def submit_task(ctx: Ctx, task_id: int) -> None:
 
 @timed
 async def poll_task(ctx: Ctx, task_id: int) -> None:
+    claims: Claims | None = ctx.get("claims")
+    if claims is None:
+        await _poll(ctx, task_id)
+        return
+    if not await claims.take([task_id]):
+        return  # another poll is under way: what it learns is what this one would
+    try:
+        await _poll(ctx, task_id)
+    finally:
+        await claims.give_back([task_id])
+
+
+@timed
+async def poll_tasks(ctx: Ctx, task_ids: list[int]) -> None:
+    """The sweep's polls under arq, one after the other in one job; a task claimed by
+    another poll is left to it, and one poll's failure is logged, not spread to the others
+    (the next sweep polls every task again)."""
+    claims: Claims = ctx["claims"]
+    mine = await claims.take(task_ids)
+    try:
+        for task_id in mine:
+            try:
+                await _poll(ctx, task_id)
+            except Exception as e:  # noqa: BLE001 - the other tasks of the batch go on
+                error = f"{type(e).__name__}: {e}"
+                log.warning("job.failed", job="poll_task", task_id=task_id, error=error)
+    finally:
+        await claims.give_back(mine)
+
+
+async def _poll(ctx: Ctx, task_id: int) -> None:
     outcome = await ctx["monitor"].poll_task(task_id)
     metrics = ctx.get("metrics")
     if metrics is not None and outcome is not None:
@@ -133,6 +177,12 @@ async def sweep(ctx: Ctx) -> None:
         await ctx["load_sampler"].sample()  # before admit_next, which reads the figures
     admission = ctx.get("admission") is not None
     work = [(job, task.id) for task in tasks for job in _jobs(task, admission)]
+    if "claims" in ctx:  # arq: polls in batches (each poll claims its task)
+        polls = sorted(task_id for job, task_id in work if job == "poll_task")
+        work = [(job, task_id) for job, task_id in work if job != "poll_task"]
+        for i in range(0, len(polls), POLL_BATCH):
+            batch = polls[i : i + POLL_BATCH]
+            await ctx["enqueue"]("poll_tasks", batch[0], batch)
     for job, task_id in work:
         await ctx["enqueue"](job, task_id)
     if work:
@@ -156,7 +206,7 @@ async def purge_logs(ctx: Ctx) -> None:
 
 
 TASK_JOBS = (submit_task, poll_task, send_update, send_stop)
-JOBS = {f.__name__: f for f in (*TASK_JOBS, sweep, purge_logs)}
+JOBS = {f.__name__: f for f in (*TASK_JOBS, sweep, purge_logs)}  # poll_tasks: arq only
 
 
 def job_timeout(engine_timeout: float) -> float:
