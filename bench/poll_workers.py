@@ -17,7 +17,8 @@ cycles first (they pair the agents, open the connections, and let each worker me
 whose state it keeps); cycles then start every `interval` seconds.
 
 Reported beside the cycles: the CPU seconds of each process over each cycle (each worker, the
-Engine, the PostgreSQL backends of this database, this process's projections), the log lines
+Engine, the PostgreSQL backends of this database, split between the workers' connections and the
+rest, this process's projections), the log lines
 a poll brought (they grow with the time between two polls of a task, so with the cycle once it
 outlasts the interval), the jobs each worker ran, and the CPU per task of the bare Engine
 calls (the floor of a poll's CPU on aiohttp).
@@ -157,13 +158,17 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
-async def backends(conn: Any) -> list[int]:
-    """The PostgreSQL server processes serving this benchmark's database."""
+async def backends(conn: Any, pids: list[int]) -> tuple[list[int], list[int]]:
+    """The PostgreSQL server processes serving this benchmark's database: those whose client
+    is one of the worker processes `pids` (matched by the client's TCP port), and the rest
+    (the projections and the reads of this process)."""
+    ports = {c.laddr.port for pid in pids for c in psutil.Process(pid).net_connections("tcp")}
     cur = await conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        "SELECT pid, client_port FROM pg_stat_activity WHERE datname = current_database()"
         " AND pid <> pg_backend_pid()"
     )
-    return [r[0] for r in await cur.fetchall()]
+    rows = await cur.fetchall()
+    return [p for p, port in rows if port in ports], [p for p, port in rows if port not in ports]
 
 
 async def lines_stored(conn: Any) -> int:
@@ -247,8 +252,10 @@ async def measure(database_url: str, engine_url: str, redis: str, tasks: int, ru
                         await lines_stored(conn),
                         await jobs_by_worker(pool, queue, pids),
                     )
+                    served, rest = await backends(conn, pids)
                     others = {"engine": [engine_pid], "benchmark (projections)": [os.getpid()],
-                              "postgresql": await backends(conn)}  # fmt: skip
+                              "postgresql (workers)": served,
+                              "postgresql (projections)": rest}  # fmt: skip
                     walls, cpus, per_cycle = [], [], []
                     last = time.perf_counter()
                     for _ in range(runs):
