@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -17,6 +18,7 @@ DEFAULT_LEVEL = "INFO"
 LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL", "ERR": "ERROR", "CRIT": "CRITICAL"}
 
 
+@lru_cache(maxsize=65_536)  # every poll names each of its agents' streams
 def log_stream_id(execution_id: int) -> UUID:
     return uuid5(NAMESPACE_URL, f"deduction:execution-log:{execution_id}")
 
