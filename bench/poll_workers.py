@@ -336,7 +336,8 @@ def run(smoke: bool = False) -> Result:
             "engine": "reference Engine in its own process, 2 log lines/s per agent,"
             " agents running throughout",
             "workers": "arq worker processes on one Redis queue, no projection runner in"
-            " them; the sweep enqueued by the benchmark at each cycle",
+            " them; the sweep enqueued by the benchmark at each cycle, its polls in batches"
+            " of POLL_BATCH tasks (poll_tasks) when the code has them",
             "baseline": "the same Engine calls as one cycle from a bare aiohttp session",
         },
         baseline=floor,
