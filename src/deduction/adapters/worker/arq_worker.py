@@ -18,7 +18,6 @@ from arq.worker import Worker, func
 
 from deduction.adapters.worker.dispatch import Enqueue, arq_enqueuer
 from deduction.adapters.worker.jobs import (
-    POLL_BATCH,
     TASK_JOBS,
     job_timeout,
     poll_tasks,
@@ -124,7 +123,7 @@ class ResilientWorker(Worker):
 
 class PollClaims:
     """A key per task polled (`<queue>:polling:<task id>`, SET NX), taken and given back for
-    a whole batch in one round trip each. It expires after `ttl` seconds (the batch job's
+    a whole batch in one round trip each. It expires after `ttl` seconds (a poll job's
     timeout), so a worker killed mid-poll holds its tasks no longer than arq holds the job."""
 
     def __init__(self, ctx: dict[str, Any], queue: str, ttl: float) -> None:
@@ -142,11 +141,6 @@ class PollClaims:
         if task_ids:
             keys = [f"{self._prefix}{task_id}" for task_id in task_ids]
             await self._ctx["redis"].delete(*keys)
-
-
-def batch_timeout(engine_timeout: float) -> float:
-    """A poll_tasks job polls its tasks one after the other."""
-    return POLL_BATCH * job_timeout(engine_timeout)
 
 
 OpenContext = Callable[[Settings, Enqueue], AbstractAsyncContextManager[dict[str, Any]]]
@@ -173,7 +167,7 @@ def _lifecycle(open_context: OpenContext) -> tuple[Any, Any]:
                 break
         ctx["stack"] = stack
         ctx["claims"] = PollClaims(ctx, settings.worker_queue,
-                                   batch_timeout(settings.engine_timeout))  # fmt: skip
+                                   job_timeout(settings.engine_timeout))  # fmt: skip
         log.info("worker.started", mode="arq", queue=settings.worker_queue,
                  sweep=settings.task_poll_enabled)  # fmt: skip
 
@@ -206,7 +200,7 @@ def worker_settings(settings: Settings, open_context: OpenContext) -> dict[str, 
             func(
                 poll_tasks,
                 name="poll_tasks",
-                timeout=batch_timeout(settings.engine_timeout),
+                timeout=timeout,
                 keep_result=0,
                 max_tries=3,
             ),

@@ -102,20 +102,21 @@ async def poll_task(ctx: Ctx, task_id: int) -> None:
 
 @timed
 async def poll_tasks(ctx: Ctx, task_ids: list[int]) -> None:
-    """The sweep's polls under arq, one after the other in one job; a task claimed by
-    another poll is left to it, and one poll's failure is logged, not spread to the others
-    (the next sweep polls every task again)."""
+    """The sweep's polls under arq, several in one job (side by side, so the job is bounded
+    as one poll is); a task claimed by another poll is left to it, and one poll's failure is
+    logged, not spread to the others (the next sweep polls every task again)."""
     claims: Claims = ctx["claims"]
     mine = await claims.take(task_ids)
     try:
-        for task_id in mine:
-            try:
-                await _poll(ctx, task_id)
-            except Exception as e:  # noqa: BLE001 - the other tasks of the batch go on
-                error = f"{type(e).__name__}: {e}"
-                log.warning("job.failed", job="poll_task", task_id=task_id, error=error)
+        results = await asyncio.gather(*(_poll(ctx, t) for t in mine), return_exceptions=True)
     finally:
         await claims.give_back(mine)
+    for task_id, result in zip(mine, results):
+        if isinstance(result, Exception):
+            error = f"{type(result).__name__}: {result}"
+            log.warning("job.failed", job="poll_task", task_id=task_id, error=error)
+        elif isinstance(result, BaseException):
+            raise result  # cancelled (the job's timeout, a shutdown)
 
 
 async def _poll(ctx: Ctx, task_id: int) -> None:
