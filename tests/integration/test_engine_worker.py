@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 from uuid import uuid4
 
@@ -169,8 +170,12 @@ async def test_admissions_in_a_worker_wait_for_the_read_tables_over_its_read_poo
             return await connect(cls, *args, **kwargs)
 
         monkeypatch.setattr(AsyncConnection, "connect", classmethod(counted))
-        for task_id in ids:  # each decision saves an event the next one waits for
+        for task_id in ids[:3]:  # each decision saves an event the next one waits for
             assert isinstance(await ctx["admission"].admit(task_id), SubmitPlan)
+        # at once: one holds the lock and waits for the read tables while another holds a
+        # connection waiting for the lock; neither may starve the other of connections
+        decided = await asyncio.gather(*(ctx["admission"].admit(t) for t in ids[3:]))
+        assert all(isinstance(d, SubmitPlan) for d in decided), decided
         monkeypatch.undo()
     assert len(opened) <= READ_POOL["worker"], opened
 

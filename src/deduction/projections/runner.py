@@ -403,12 +403,16 @@ class ProjectionRunner:
                 log.warning("projections.listen_lost", error=str(e))
                 await asyncio.sleep(1.0)
 
-    async def _poll_positions(self, position: int, timeout: float, topics: frozenset[str]) -> bool:
-        """Wait on the tracking rows the runners of other processes move (every 50 ms),
-        each read over a connection of the read pool, given back between reads."""
+    async def _poll_positions(
+        self, position: int, timeout: float, topics: frozenset[str],
+        over: AsyncConnection[Any] | None,
+    ) -> bool:  # fmt: skip
+        """Wait on the tracking rows the runners of other processes move (every 50 ms), read
+        over `over` (a connection the caller holds) or one of the read pool, given back
+        between reads."""
         deadline = time.monotonic() + timeout
         while True:
-            async with self._tracking_reader() as conn:
+            async with self._tracking_reader(over) as conn:
                 self.positions = await positions(conn)
             if self.reached(position, topics):
                 return True
@@ -417,7 +421,12 @@ class ProjectionRunner:
             await asyncio.sleep(0.05)
 
     @contextlib.asynccontextmanager
-    async def _tracking_reader(self) -> AsyncIterator[AsyncConnection[Any]]:
+    async def _tracking_reader(
+        self, over: AsyncConnection[Any] | None
+    ) -> AsyncIterator[AsyncConnection[Any]]:
+        if over is not None:
+            yield over
+            return
         if self.reads is not None:
             async with self.reads.connection() as conn:
                 yield conn
@@ -435,14 +444,16 @@ class ProjectionRunner:
         )
 
     async def wait_for(
-        self, position: int, timeout: float, topics: frozenset[str] = frozenset()
-    ) -> bool:
+        self, position: int, timeout: float, topics: frozenset[str] = frozenset(),
+        over: AsyncConnection[Any] | None = None,
+    ) -> bool:  # fmt: skip
         """Wait until the projections taking `topics` (all when empty) include `position`;
-        False on timeout."""
+        False on timeout. A process that runs no projections reads their tracking rows,
+        over `over` when the caller holds a connection (it then takes none of the pool's)."""
         if position <= 0 or self.reached(position, topics):
             return True
         if not self._wakes:  # this process runs no projections (a worker): read their rows
-            return await self._poll_positions(position, timeout, topics)
+            return await self._poll_positions(position, timeout, topics, over)
         self.kick()
         async with self._progress:
             try:

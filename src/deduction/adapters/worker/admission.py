@@ -24,7 +24,7 @@ from deduction.config import Settings
 from deduction.domain.engine_load import SamplePolicy
 from deduction.projections.engine_load import PostgresEngineLoadView
 from deduction.projections.queue import PostgresQueueView, queued
-from deduction.projections.runner import head_position
+from deduction.projections.runner import ProjectionRunner, head_position
 
 log = structlog.get_logger(__name__)
 HEADS_LOOKED_AT = 1000  # with only an agents cap, the walk stops long before this
@@ -125,7 +125,11 @@ class Admission:
 
     async def _decide(self, conn: Any, task_id: int) -> SubmitPlan | bool:
         head = await head_position(conn)
-        if not await self.services.runner.wait_for(head, CATCH_UP_TIMEOUT):
+        runner = self.services.runner
+        # over the lock's connection: a second one from the pool could be held by another
+        # decision waiting for this lock
+        waits = {"over": conn} if isinstance(runner, ProjectionRunner) else {}
+        if not await runner.wait_for(head, CATCH_UP_TIMEOUT, **waits):
             log.warning("admission.read_tables_behind", head=head)
             return False
         cur = await conn.execute(_STATE, [task_id])
