@@ -144,7 +144,10 @@ class Admission:
         occupied = await self.queue.occupancy(conn)
         limit = min(HEADS_LOOKED_AT, free_slots(occupied.tasks, self.caps, HEADS_LOOKED_AT))
         heads = await self.queue.heads(limit, conn) if limit else []
-        if task_id not in choose(heads, occupied.tasks, occupied.agents, self.caps, load):
+        chosen = choose(heads, occupied.tasks, occupied.agents, self.caps, load)
+        if not chosen or chosen[0] != task_id:
+            # Strictly in queue order: when two slots free at once, the second head's job may
+            # decide first; it waits, and the first head's admission asks for it (submit_task).
             return False
         plan: SubmitPlan | None = await self.services.run_poll(
             self.reports.request_submission, task_id

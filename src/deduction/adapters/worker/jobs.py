@@ -80,6 +80,8 @@ async def submit_task(ctx: Ctx, task_id: int) -> None:
         plan = None if decision is True else decision
     outcome = await ctx["monitor"].submit_task(task_id, plan)
     await _follow_up(ctx, task_id, outcome)
+    if plan is not None:  # admitted now: the next head, if it fits, is decided next
+        await admit_next(ctx)
     if outcome is not None and outcome.status == "running":
         await ctx["enqueue"]("poll_task", task_id)
     if outcome is not None and outcome.status in TERMINAL:
