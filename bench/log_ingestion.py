@@ -62,7 +62,9 @@ def redis_url() -> str | None:
 
 
 def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=30) as r:
+    # The reference Engine makes its lines when asked (here: every agent's, up to now), which
+    # takes it tens of seconds at the mixed benchmark's 150 % load.
+    with urllib.request.urlopen(url, timeout=180) as r:
         return json.loads(r.read())
 
 
