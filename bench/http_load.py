@@ -11,10 +11,12 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -35,19 +37,24 @@ def free_port() -> int:
 def server(
     args: list[str], env: dict[str, str], health_url: str, timeout: float = 60
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start a server process and wait until `health_url` answers 200."""
+    """Start a server process and wait until `health_url` answers 200.
+
+    Its stderr goes to a file, not a pipe: a pipe nobody reads fills at 64 KiB and then blocks
+    the server on its next log line (a worker logging failed jobs stopped ingesting)."""
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
     proc = subprocess.Popen(
         args,
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=log,
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     try:
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                log.seek(0)
+                raise RuntimeError(f"server exited: {log.read().decode()[-2000:]}")
             with contextlib.suppress(OSError), urllib.request.urlopen(health_url, timeout=1) as r:
                 if r.status == 200:
                     break
@@ -63,6 +70,13 @@ def server(
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        keep = os.environ.get("BENCH_SERVER_LOGS")  # a folder: each server's stderr is kept there
+        if keep:
+            log.seek(0)
+            (Path(keep) / f"server-{proc.pid}.log").write_bytes(
+                " ".join(args).encode() + b"\n" + log.read()
+            )
+        log.close()
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
