@@ -20,29 +20,24 @@ COMMAND_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 READ_METHODS = frozenset({"GET", "HEAD"})
 
 
-def _limited(request: Request[Any, Any, Any], methods: frozenset[str]) -> bool:
+def _limited(scope: Scope, methods: frozenset[str]) -> bool:
     """Authenticated callers of a guarded route; open mode has no principals to limit."""
-    principal = request.scope.get("user")
-    rule = request.scope["route_handler"].opt.get("role")
+    principal = scope.get("user")
     return (
-        request.method in methods
-        and rule is not None
+        scope.get("method") in methods
         and principal is not None
         and principal.kind != "open"
+        and scope["route_handler"].opt.get("role") is not None
     )
 
 
 def _config(kind: str, per_minute: int, methods: frozenset[str]) -> DefineMiddleware:
-    async def check(request: Request[Any, Any, Any]) -> bool:
-        return _limited(request, methods)
-
     def identify(request: Request[Any, Any, Any]) -> str:
         return f"{kind}:{request.scope['user'].kind}:{request.scope['user'].name}"
 
     return RateLimitConfig(
         rate_limit=("minute", per_minute),
         identifier_for_request=identify,
-        check_throttle_handler=check,
         store=STORE,
     ).middleware
 
@@ -59,11 +54,10 @@ def _only_when_limited(
         limited = define(app)
 
         async def route(scope: Scope, receive: Receive, send: Send) -> None:
-            user = scope.get("user")
-            if user is None or user.kind == "open" or scope.get("method") not in methods:
-                await app(scope, receive, send)
-            else:
+            if _limited(scope, methods):
                 await limited(scope, receive, send)
+            else:
+                await app(scope, receive, send)
 
         return route
 
