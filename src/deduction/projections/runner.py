@@ -199,19 +199,30 @@ async def _matching(
     the page was cut, so more may follow at once. Sizes come from the rows' headers
     (octet_length does not read a stored value), so the events past the cut are not read."""
     cur = await conn.execute(
-        "SELECT notification_id, originator_id, originator_version, topic, state, running"
-        " FROM (SELECT notification_id, originator_id, originator_version, topic, state,"
-        " octet_length(state) AS size,"
-        " sum(octet_length(state)) OVER (ORDER BY notification_id) AS running"
-        f" FROM {EVENTS_TABLE} WHERE notification_id > %s AND notification_id <= %s"
-        " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s) AS page"
-        " WHERE running - size < %s ORDER BY notification_id",
+        _PAGE.format(after="%s", upto="%s") + " ORDER BY notification_id",
         [after, upto, list(topics), limit, max_bytes],
         prepare=True,
     )
     rows = await cur.fetchall()
-    cut = bool(rows) and rows[-1][5] >= max_bytes
-    return rows, len(rows) == limit or cut
+    return rows, _cut(rows, limit, max_bytes)
+
+
+# The next events of some topics after `after` up to `upto` (SQL expressions), cut at LIMIT
+# and at about a byte budget; the row's last column is the running byte count.
+_PAGE = (
+    "SELECT notification_id, originator_id, originator_version, topic, state, running"
+    " FROM (SELECT notification_id, originator_id, originator_version, topic, state,"
+    " octet_length(state) AS size,"
+    " sum(octet_length(state)) OVER (ORDER BY notification_id) AS running"
+    f" FROM {EVENTS_TABLE} WHERE notification_id > {{after}} AND notification_id <= {{upto}}"
+    " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s) AS page"
+    " WHERE running - size < %s"
+)
+
+
+def _cut(rows: list[tuple[Any, ...]], limit: int, max_bytes: int) -> bool:
+    """Whether a page was cut at its size or its byte budget, so more may follow at once."""
+    return len(rows) == limit or (bool(rows) and rows[-1][5] >= max_bytes)
 
 
 async def _first_look(
@@ -229,12 +240,7 @@ async def _first_look(
         " p.topic, p.state, p.running"
         " FROM projection_tracking t"
         f" CROSS JOIN (SELECT coalesce(max(notification_id), 0) AS head FROM {EVENTS_TABLE}) h"
-        " LEFT JOIN LATERAL (SELECT * FROM (SELECT notification_id, originator_id,"
-        " originator_version, topic, state, octet_length(state) AS size,"
-        " sum(octet_length(state)) OVER (ORDER BY notification_id) AS running"
-        f" FROM {EVENTS_TABLE} WHERE notification_id > t.position AND notification_id <= h.head"
-        " AND topic = ANY(%s) ORDER BY notification_id LIMIT %s) AS page"
-        " WHERE running - size < %s) p ON true"
+        f" LEFT JOIN LATERAL ({_PAGE.format(after='t.position', upto='h.head')}) p ON true"
         " WHERE t.name = %s ORDER BY p.notification_id",
         [list(topics), limit, max_bytes, name],
         prepare=True,
@@ -244,8 +250,7 @@ async def _first_look(
         raise LookupError(f"projection {name!r} has no tracking row")
     position, head = int(result[0][0]), int(result[0][1])
     rows = [r[2:] for r in result if r[2] is not None]
-    cut = bool(rows) and rows[-1][5] >= max_bytes
-    return position, head, rows, len(rows) == limit or cut
+    return position, head, rows, _cut(rows, limit, max_bytes)
 
 
 async def _position_and_head(
