@@ -80,7 +80,7 @@ def worker_main() -> None:
     from arq.worker import func, run_worker
 
     from deduction.adapters.worker import job_timeout, sweep
-    from deduction.adapters.worker.arq_worker import worker_settings
+    from deduction.adapters.worker.arq_worker import worker_loop, worker_settings
     from deduction.config import load_settings
 
     settings = load_settings()
@@ -90,6 +90,7 @@ def worker_main() -> None:
     kwargs["functions"].append(func(sweep, name="sweep", timeout=timeout, keep_result=0))
     kwargs["health_check_key"] = f"{settings.worker_queue}:health-check:{os.getpid()}"
     kwargs["health_check_interval"] = 0.5  # the jobs each worker ran, read after the cycles
+    worker_loop()  # as `deduction worker` does (arq runs on the current loop)
     run_worker(kwargs)
 
 

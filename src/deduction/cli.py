@@ -184,9 +184,10 @@ async def _projector(settings: Settings) -> int:
 
 
 def _worker(settings: Settings) -> int:
-    from deduction.adapters.worker.arq_worker import ResilientWorker
+    from deduction.adapters.worker.arq_worker import ResilientWorker, worker_loop
     from deduction.bootstrap import arq_worker_settings, serve_worker_metrics
 
+    worker_loop()
     worker = ResilientWorker(**arq_worker_settings(settings))
     with serve_worker_metrics(settings):
         worker.run()

@@ -29,6 +29,21 @@ from deduction.config import Settings
 log = structlog.get_logger(__name__)
 
 
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """The event loop of an arq worker process, made the thread's current loop before the
+    Worker is made (arq runs on the loop current then, else on a new asyncio loop): uvloop
+    where it is installed, as `deduction serve` runs on. Same semantics; its transports,
+    timers and callbacks are C, which a poll's Engine calls and Redis round trips exercise."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - installed on every supported platform
+        loop = asyncio.new_event_loop()
+    else:
+        loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
 def cron_seconds(interval: float) -> set[int]:
     """arq's cron works in whole seconds of the minute: the sweep's ticks within one minute."""
     step = max(1, min(60, round(interval)))
