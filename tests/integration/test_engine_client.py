@@ -85,6 +85,7 @@ async def test_submit_sends_the_idempotency_key_as_header_and_in_the_body(server
     assert await engine.submit({"agents": [{"ref": 1}]}, "task-7") == "42"
     sent = scripted.requests[0]
     assert sent["headers"]["Idempotency-Key"] == "task-7"
+    assert sent["headers"]["Accept"] == sent["headers"]["Content-Type"] == "application/json"
     assert msgspec.json.decode(sent["body"])["idempotency_key"] == "task-7"
 
 
@@ -229,6 +230,8 @@ async def test_a_since_is_sent_percent_encoded_and_arrives_as_it_was(server, ses
         sent = scripted.requests[-1]
         assert sent["query"] == [("since", since), ("limit", "50")]  # as the server reads it
         assert sent["path"].startswith("/engine/agent/a%2F1/logs?since=")
+        assert sent["headers"]["Accept"] == "application/json"
+        assert "Content-Type" not in sent["headers"]
     assert scripted.requests[0]["path"].endswith("?since=2025-01-01T00:00:00.000Z&limit=50")
     assert "since=2025-01-01T02:00:00.5%2B02:00&" in scripted.requests[1]["path"]
 

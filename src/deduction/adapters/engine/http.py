@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 import structlog
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from deduction.adapters.engine.resilience import CircuitBreaker, RetryPolicy
@@ -37,6 +39,12 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 _RETRYABLE_STATUS = frozenset({408, 425, 429})
 _error_body = msgspec.json.Decoder()
 _IDENTITY = frozenset({"", "identity"})
+# The headers of a call without a body, and with one: made once (aiohttp copies them).
+_ACCEPT = CIMultiDictProxy(CIMultiDict({"Accept": "application/json"}))
+_ACCEPT_JSON_BODY = CIMultiDictProxy(
+    CIMultiDict({"Accept": "application/json", "Content-Type": "application/json"})
+)
+_PLAIN_QUERY_VALUE = re.compile(r"[A-Za-z0-9._~:-]*")  # nothing in it to percent-encode
 Observe = Callable[[str, BaseException | None, float], None]
 
 
@@ -250,9 +258,9 @@ class HttpEngine:
         headers: dict[str, str] | None,
         timeout: float,
     ) -> tuple[int, bytes]:
-        hdrs = {"Accept": "application/json", **(headers or {})}
-        if data is not None:
-            hdrs["Content-Type"] = "application/json"
+        hdrs = _ACCEPT if data is None else _ACCEPT_JSON_BODY
+        if headers:
+            hdrs = CIMultiDictProxy(CIMultiDict({**hdrs, **headers}))
         url = self._base_url + path + (f"?{_query(params)}" if params else "")
         async with self._session.request(
             method,
@@ -302,7 +310,13 @@ def _query(params: dict[str, str]) -> str:
     """A query string, each name and value percent-encoded (RFC 3986): `:` is left as it is
     (allowed in a query), `+` becomes `%2B` (else read as a space), `&`, `=`, `#`, space and
     non-ASCII are escaped."""
-    return "&".join(f"{quote(k, safe='')}={quote(v, safe=':')}" for k, v in params.items())
+    return "&".join(f"{quote(k, safe='')}={_value(v)}" for k, v in params.items())
+
+
+def _value(value: str) -> str:
+    """A query value percent-encoded; one with nothing to encode (a timestamp, a number) as
+    it is, without `quote`'s work."""
+    return value if _PLAIN_QUERY_VALUE.fullmatch(value) else quote(value, safe=":")
 
 
 def _seg(engine_id: str) -> str:
