@@ -17,6 +17,7 @@ that instant and says so (a gap, of exact size when the Engine numbers its lines
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -83,17 +84,24 @@ class Cursor:
         """The `since` to ask for next."""
         if self.ts is None or self.probing:
             return None
-        if self.after is not None:  # past a gap: an exclusive Engine cutting `since` to its
-            at = parse_time(self.after)  # grain is asked the boundary itself
-            coarse = self.grain > 1
-        else:
-            at, coarse = parse_time(self.ts), False
-        if self.mode == "exclusive" and not coarse:
-            try:
-                at -= ONE_US
-            except OverflowError:
-                pass  # nothing is earlier than the first instant there is
-        return rfc3339_short(at)
+        return _since(self.ts, self.after, self.mode, self.grain)
+
+
+@functools.lru_cache(maxsize=8192)
+def _since(ts: str, after: str | None, mode: str | None, grain: int) -> str:
+    """`Cursor.since` of a cursor at `ts`: the same few cursors ask it at every read and
+    poll, so its answer is kept (parsing and formatting a time cost more than the lookup)."""
+    if after is not None:  # past a gap: an exclusive Engine cutting `since` to its grain is
+        at = parse_time(after)  # asked the boundary itself
+        coarse = grain > 1
+    else:
+        at, coarse = parse_time(ts), False
+    if mode == "exclusive" and not coarse:
+        try:
+            at -= ONE_US
+        except OverflowError:
+            pass  # nothing is earlier than the first instant there is
+    return rfc3339_short(at)
 
 
 @dataclass(frozen=True)
@@ -210,7 +218,7 @@ def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
                   if line is not None and _timed_line(line)), None)  # fmt: skip
     after = None if cursor.after is None else stored_ts_of(cursor.after)
     past_gap = after is not None and (first is None or first >= after)
-    opening, tail = True, Counter(cursor.tail)
+    opening, tail = True, Counter(cursor.tail) if past_gap else None
     previous = _FIRST
     items: list[Item] = []
     for entry, line in decoded:
@@ -222,7 +230,7 @@ def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
         elif line is None:
             fp = _raw_fingerprint(repr(entry).encode())
         at = previous
-        if opening and past_gap and after is not None:
+        if opening and tail is not None and after is not None:
             fp = fp or fingerprint(line)  # type: ignore[arg-type]
             if tail[fp] > 0 and cursor.ts != after:
                 tail[fp] -= 1  # stored at the cursor's time, before the gap
@@ -288,19 +296,19 @@ def _us(value: str) -> int:
 
 
 def _fresh(cursor: Cursor, items: list[Item]) -> list[Item]:
-    tail, seen = Counter(cursor.tail), Counter[str]()
+    tail, seen, ts = cursor.tail, dict[str, int](), cursor.ts
     after = None if cursor.after is None else stored_ts_of(cursor.after)
     fresh: list[Item] = []
     for item in items:
         eff = item[0]
         if after is not None and eff < after:
             continue  # past a gap already recorded
-        if cursor.ts is not None and eff < cursor.ts:
+        if ts is not None and eff < ts:
             continue  # stored by an earlier read
-        if eff == cursor.ts:
+        if eff == ts:
             fp = _fp(item)
-            seen[fp] += 1
-            if seen[fp] <= tail[fp]:
+            seen[fp] = count = seen.get(fp, 0) + 1
+            if count <= tail.get(fp, 0):
                 continue
         fresh.append(item)
     return fresh
