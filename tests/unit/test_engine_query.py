@@ -24,3 +24,4 @@ def test_a_query_value_is_encoded_as_quote_encodes_it_whether_or_not_it_needs_it
     ]
     for value in values:
         assert _query({"since": value}) == f"since={quote(value, safe=':')}", value
+        assert _query({value: "1"}) == f"{quote(value, safe='')}=1", value

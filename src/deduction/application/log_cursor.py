@@ -214,10 +214,12 @@ def _items(cursor: Cursor, entries: list[EngineLogLine | bytes]) -> list[Item]:
     gap's end."""
     decoded = [(entry, None if isinstance(entry, bytes) else normalise(entry))
                for entry in entries]  # fmt: skip
-    first = next((line["timestamp"] for _, line in decoded
-                  if line is not None and _timed_line(line)), None)  # fmt: skip
     after = None if cursor.after is None else stored_ts_of(cursor.after)
-    past_gap = after is not None and (first is None or first >= after)
+    past_gap = False
+    if after is not None:
+        first = next((line["timestamp"] for _, line in decoded
+                      if line is not None and _timed_line(line)), None)  # fmt: skip
+        past_gap = first is None or first >= after
     opening, tail = True, Counter(cursor.tail) if past_gap else None
     previous = _FIRST
     items: list[Item] = []

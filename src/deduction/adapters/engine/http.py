@@ -310,7 +310,11 @@ def _query(params: dict[str, str]) -> str:
     """A query string, each name and value percent-encoded (RFC 3986): `:` is left as it is
     (allowed in a query), `+` becomes `%2B` (else read as a space), `&`, `=`, `#`, space and
     non-ASCII are escaped."""
-    return "&".join(f"{quote(k, safe='')}={_value(v)}" for k, v in params.items())
+    return "&".join(f"{_name(k)}={_value(v)}" for k, v in params.items())
+
+
+def _name(name: str) -> str:
+    return name if name.isascii() and name.isalpha() else quote(name, safe="")
 
 
 def _value(value: str) -> str:
