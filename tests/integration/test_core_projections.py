@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import psycopg
@@ -174,3 +175,57 @@ async def test_a_page_holds_about_max_bytes_of_events_and_the_runner_goes_on_at_
     await rebuild(db_url)
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
         assert await snapshot(conn) == by_bytes
+
+
+class RecordingLogs(LogProjection):
+    """Notes, at each call, how many events it was given and how often a concurrent task ran."""
+
+    def __init__(self, ticks: list[int]) -> None:
+        self.ticks, self.calls = ticks, []
+
+    async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
+        self.calls.append((len(events), self.ticks[0]))
+        await super().apply(conn, events)
+
+
+async def test_a_large_page_is_applied_in_slices_letting_other_work_run_between_them(
+    app: DeductionApp, db_url: str
+) -> None:
+    """A page of many log events is decoded and applied a slice at a time, and the event loop
+    runs its other work (requests, the other projections) between slices, so a busy log
+    table never holds a command's read-your-writes behind one long step; the tables come
+    out as a whole-page apply leaves them."""
+    make_history(app, tasks=2)
+    runner = ProjectionRunner(db_url)
+    await runner.setup()
+    ticks = [0]
+    stop = asyncio.Event()
+
+    async def ticker() -> None:
+        while not stop.is_set():
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    logs = RecordingLogs(ticks)
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT count(*) FROM deduction_events WHERE topic = ANY(%s)", [list(logs.topics())]
+        )
+        events = (await cur.fetchone())[0]
+        assert events >= 6
+        background = asyncio.create_task(ticker())
+        try:
+            page = await run_page(conn, logs, 1000, slice_events=2)
+        finally:
+            stop.set()
+            await background
+        assert page.applied == events
+        assert sum(n for n, _ in logs.calls) == events
+        assert max(n for n, _ in logs.calls) <= 2
+        seen = [t for _, t in logs.calls]
+        assert all(b > a for a, b in itertools.pairwise(seen)), seen  # loop ran between
+        await runner.catch_up(conn)
+        sliced = await snapshot(conn)
+    await rebuild(db_url)
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        assert await snapshot(conn) == sliced
