@@ -13,6 +13,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError
 
 from deduction.adapters.audit_chain import ChainWriter
+from deduction.adapters.event_store import event_streams_for
 from deduction.adapters.postgres import (
     PROJECTIONS,
     READS,
@@ -43,7 +44,9 @@ def open_app(env: dict[str, str], attempts: int = 3) -> DeductionApp:
     against a concurrent one): the loser finds them made when it tries again."""
     for attempt in range(1, attempts + 1):
         try:
-            return DeductionApp(env=env)
+            app = DeductionApp(env=env)
+            app.bulk = event_streams_for(app)
+            return app
         except IntegrityError:
             if attempt == attempts:
                 raise

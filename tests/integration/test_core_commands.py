@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from threading import Barrier
+from typing import Any
 
 import pytest
 
+from deduction.adapters.event_store import event_streams_for
 from deduction.adapters.postgres import eventsourcing_env
 from deduction.application.service import DeductionApp, DuplicateError, UnknownReferenceError
 from deduction.application.services import Services
@@ -128,3 +130,32 @@ async def test_read_your_writes_wait_is_bounded(services: Services) -> None:
     """A position no projection will reach makes the wait give up, not hang."""
     assert await services.runner.wait_for(10**12, timeout=0.2) is False
     assert await asyncio.wait_for(services.runner.wait_for(0, timeout=5), 1) is True
+
+
+def test_a_stop_reads_the_task_s_executions_in_one_round_trip(app: DeductionApp) -> None:
+    """With the bulk reader the service wires in, a stop of a ten-agent task reads the task
+    and then all ten executions together (not one read per execution), and stops each."""
+    app.bulk = event_streams_for(app)
+    seed_catalog(app)
+    task_id = app.create_task(new_task(params=[{"slot": i} for i in range(10)]), "alice").data[
+        "task_id"
+    ]
+    reads = {"select_events": 0, "bulk": 0}
+    select_events, load = app.recorder.select_events, app.bulk.load
+
+    def counted_select(*args: Any, **kwargs: Any) -> Any:
+        reads["select_events"] += 1
+        return select_events(*args, **kwargs)
+
+    def counted_load(*args: Any, **kwargs: Any) -> Any:
+        reads["bulk"] += 1
+        return load(*args, **kwargs)
+
+    app.recorder.select_events = counted_select  # type: ignore[method-assign]
+    app.bulk.load = counted_load  # type: ignore[method-assign]
+    receipt = app.request_stop(task_id, "carol")
+    assert receipt.data == {"task_id": task_id, "status": "stopped", "changed": True}
+    assert reads == {"select_events": 1, "bulk": 1}
+    execution_ids = app.get_task(task_id).execution_ids
+    assert len(execution_ids) == 10
+    assert {app.get_execution(e).status for e in execution_ids} == {"stopped"}

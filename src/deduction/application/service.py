@@ -14,6 +14,7 @@ from eventsourcing.domain import BaseAggregate, DomainEvent
 from eventsourcing.persistence import IntegrityError, Recording, Transcoder
 from msgspec import json as msgspec_json
 
+from deduction.application.ports import EventStreams
 from deduction.application.transcoder import MsgspecTranscoder
 from deduction.domain import (
     AgentExecution,
@@ -140,6 +141,9 @@ class DeductionApp(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self._catalog_cache: dict[tuple[str, int], Any] = {}
+        # Reads many aggregates in one round trip; the composition root sets it where the
+        # store has one (without it, each is read on its own).
+        self.bulk: EventStreams | None = None
 
     def construct_transcoder(self) -> Transcoder:
         return MsgspecTranscoder()
@@ -180,6 +184,19 @@ class DeductionApp(Application[UUID]):
         if not isinstance(execution, AgentExecution):
             raise NotFoundError("agent execution", execution_id)
         return execution
+
+    def executions_of(self, task: DeductionTask) -> list[AgentExecution]:
+        """The task's executions, in its order: read together through `bulk` when set."""
+        if self.bulk is None:
+            return [self.get_execution(eid) for eid in task.execution_ids]
+        found, _ = self.bulk.load([to_uuid(eid) for eid in task.execution_ids], [])
+        executions = []
+        for eid in task.execution_ids:
+            execution = found.get(to_uuid(eid))
+            if not isinstance(execution, AgentExecution):
+                raise NotFoundError("agent execution", eid)
+            executions.append(execution)
+        return executions
 
     # -- catalog -----------------------------------------------------------------------------
 
@@ -324,7 +341,7 @@ class DeductionApp(Application[UUID]):
             task = self.get_task(task_id)
             if not task.request_stop(operator):
                 return Receipt(0, {"task_id": task_id, "status": task.status, "changed": False})
-            executions = [self.get_execution(eid) for eid in task.execution_ids]
+            executions = self.executions_of(task)
             for execution in executions:
                 if not execution.is_ended:
                     execution.change_status("stopped", operator)
