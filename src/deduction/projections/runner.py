@@ -216,6 +216,7 @@ async def _matching(
         _PAGE.format(after="%s", upto="%s") + " ORDER BY notification_id",
         [after, upto, list(topics), limit, max_bytes],
         prepare=True,
+        binary=True,  # the stored state comes as bytes, not as hex text to decode
     )
     rows = await cur.fetchall()
     return rows, _cut(rows, limit, max_bytes)
@@ -272,6 +273,7 @@ async def _first_look(
         " WHERE t.name = %s ORDER BY p.notification_id",
         [list(topics), limit, max_bytes, name],
         prepare=True,
+        binary=True,
     )
     result = await cur.fetchall()
     if not result:
