@@ -194,3 +194,22 @@ async def test_export_then_verify_file_and_replay(store: tuple[str, int], tmp_pa
     assert await audit_cli.replay(url, task_id, None, out) == 0
     text = out.getvalue()
     assert "DeductionTask.StopRequested" in text and "carol" in text and "5 log lines" in text
+
+
+async def test_a_chain_page_holds_about_max_bytes_of_events(app: DeductionApp, db_url: str) -> None:
+    """The chain writer reads at most about `max_bytes` of stored events a transaction (the
+    event that crosses it is the last; the first is always read), whatever the page's count,
+    and the chain it writes verifies as one written in larger pages does."""
+    seed_catalog(app)
+    task_id = app.create_task(new_task(), "alice").data["task_id"]
+    execution_id = app.get_task(task_id).execution_ids[0]
+    append_logs(app, execution_id, task_id, [mixed_log_lines(20, 20 * i) for i in range(4)])
+    sizes = [int(r[0]) for r in sql(db_url, "SELECT octet_length(state) FROM deduction_events"
+                                            " ORDER BY notification_id")]  # fmt: skip
+    pages: list[int] = []
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await create_chain_table(conn)
+        chained = await extend_chain(conn, page=5000, max_bytes=1, on_page=pages.append)
+    assert chained == len(sizes)
+    assert pages == [1] * len(sizes)  # every event crosses one byte: one event a transaction
+    assert (await run_verify(db_url)).startswith("OK the event store")

@@ -38,6 +38,8 @@ DDL = [
 ]
 _LOCK = 7412011  # one chain writer at a time, across processes
 PAGE = 5000
+PAGE_BYTES = 8 * 1024 * 1024  # stored state read a transaction, about (as a projection's page)
+SLICE_BYTES = 256 * 1024  # hashed between two turns of the event loop
 FETCH = 10_000
 
 
@@ -56,9 +58,16 @@ async def chain_head(conn: AsyncConnection[Any]) -> tuple[int, bytes]:
     return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
 
-async def extend_chain(conn: AsyncConnection[Any], page: int = PAGE) -> int:
-    """Chain every event newer than the chain's head, a page per transaction; returns how
-    many were chained. The head is read under the lock, so no event is chained twice."""
+async def extend_chain(
+    conn: AsyncConnection[Any],
+    page: int = PAGE,
+    max_bytes: int = PAGE_BYTES,
+    on_page: Callable[[int], None] | None = None,
+) -> int:
+    """Chain every event newer than the chain's head, a page per transaction (at most `page`
+    events and about `max_bytes` of stored state); returns how many were chained. The head is
+    read under the lock, so no event is chained twice. Between slices of a page the event loop
+    runs its other work: a page of log batches is not hashed in one step."""
     chained = 0
     while True:
         async with conn.transaction():
@@ -66,15 +75,23 @@ async def extend_chain(conn: AsyncConnection[Any], page: int = PAGE) -> int:
             position, previous = await chain_head(conn)
             cur = conn.cursor(binary=True)
             await cur.execute(
-                f"SELECT notification_id, originator_id, originator_version, topic, state"
+                "SELECT notification_id, originator_id, originator_version, topic, state, running"
+                " FROM (SELECT notification_id, originator_id, originator_version, topic, state,"
+                " octet_length(state) AS size,"
+                " sum(octet_length(state)) OVER (ORDER BY notification_id) AS running"
                 f" FROM {EVENTS_TABLE} WHERE notification_id > %s ORDER BY notification_id"
-                " LIMIT %s",
-                [position, page],
+                " LIMIT %s) AS page WHERE running - size < %s",
+                [position, page, max_bytes],
             )
-            rows = []
-            for p, oid, version, topic, state in await cur.fetchall():
+            stored = await cur.fetchall()
+            rows, hashed = [], 0
+            for p, oid, version, topic, state, _ in stored:
                 previous = digest(previous, p, oid, version, topic, bytes(state))
                 rows.append((p, oid, version, previous))
+                hashed += len(state)
+                if hashed >= SLICE_BYTES:
+                    hashed = 0
+                    await asyncio.sleep(0)  # the loop's other work runs between slices
             async with cur.copy(
                 f"COPY {CHAIN_TABLE} (position, originator_id, originator_version, digest)"
                 " FROM STDIN (FORMAT BINARY)"
@@ -83,7 +100,9 @@ async def extend_chain(conn: AsyncConnection[Any], page: int = PAGE) -> int:
                 for r in rows:
                     await copy.write_row(r)
         chained += len(rows)
-        if len(rows) < page:
+        if on_page is not None and rows:
+            on_page(len(rows))
+        if len(stored) < page and not (stored and stored[-1][5] >= max_bytes):
             return chained
 
 
