@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,18 +10,15 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-import redis.asyncio as aioredis
 from arq.connections import RedisSettings, create_pool
 
 from deduction.adapters.worker import arq_enqueuer
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
-from deduction.bootstrap import open_dispatch, open_services
 from tests.support.admission import admissions
-from tests.support.api import Api, create_task_id, settings_for, task_detail
+from tests.support.api import Api, create_task_id, task_detail
 from tests.support.engine import LiveEngine, logs_match
 from tests.support.waits import wait_until
-from tests.support.workers import Workers
+from tests.support.workers import Workers, enqueuing_api, worker_env
 
 pytestmark = pytest.mark.redis
 
@@ -37,26 +33,15 @@ async def services(
     db_url: str, live: LiveEngine, redis_url: str, queue: str
 ) -> AsyncIterator[Services]:
     """The API process: REDIS_URL set, so it only enqueues; the workers run elsewhere."""
-    settings = settings_for(db_url, engine_url=live.url, redis_url=redis_url, worker_queue=queue)
-    async with open_services(settings) as s, open_dispatch(s):
-        position = await s.run_sync(load_catalog, s.app, demo_catalog())
-        assert await s.runner.wait_for(position, 10)
+    async with enqueuing_api(db_url, live.url, redis_url, queue) as s:
         yield s
-    client = aioredis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter(match=f"*{queue}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture
 def workers(
     db_url: str, live: LiveEngine, redis_url: str, queue: str, tmp_path: Path
 ) -> Iterator[Workers]:
-    env = {k: v for k, v in os.environ.items() if k not in ("CI",)}
-    env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, WORKER_QUEUE=queue, ENGINE_URL=live.url,
-               ENGINE_TIMEOUT="1", TASK_POLL_INTERVAL="1", LOG_LEVEL="DEBUG")  # fmt: skip
-    pool = Workers(env, tmp_path)
+    pool = Workers(worker_env(db_url, live.url, redis_url, queue), tmp_path)
     yield pool
     pool.stop_all()
 

@@ -3,7 +3,6 @@ run proceeds; a worker serves its own on METRICS_PORT; METRICS_ENABLED=false tur
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,11 +10,9 @@ from uuid import uuid4
 
 import aiohttp
 import pytest
-import redis.asyncio as aioredis
 
-from deduction.application.catalog_import import demo_catalog, load_catalog
 from deduction.application.services import Services
-from deduction.bootstrap import open_dispatch, open_services
+from deduction.bootstrap import open_services
 from tests.support.api import (
     TASK,
     Api,
@@ -30,7 +27,7 @@ from tests.support.engine import LiveEngine
 from tests.support.metrics import Scrape, documented_series, scrape
 from tests.support.plan import plan_task
 from tests.support.waits import wait_until
-from tests.support.workers import Workers
+from tests.support.workers import Workers, enqueuing_api, worker_env
 
 # Short runs whose first lines come in a burst larger than a page: a gap is recorded.
 GAPPY = {"duration_min": 1.0, "duration_max": 1.5, "burst": 30, "page_cap": 10,
@@ -122,24 +119,14 @@ def queue() -> str:
 @pytest.fixture
 async def arq_services(db_url: str, live: LiveEngine, redis_url: str, queue: str
                        ) -> AsyncIterator[Services]:  # fmt: skip
-    settings = settings_for(db_url, engine_url=live.url, redis_url=redis_url, worker_queue=queue)
-    async with open_services(settings) as s, open_dispatch(s):
-        assert await s.runner.wait_for(await s.run_sync(load_catalog, s.app, demo_catalog()), 10)
+    async with enqueuing_api(db_url, live.url, redis_url, queue) as s:
         yield s
-    client = aioredis.from_url(redis_url)
-    keys = [k async for k in client.scan_iter(match=f"*{queue}*")]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest.fixture
 def workers(db_url: str, live: LiveEngine, redis_url: str, queue: str, tmp_path: Path
             ) -> Iterator[Workers]:  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if k not in ("CI",)}
-    env.update(DATABASE_URL=db_url, REDIS_URL=redis_url, WORKER_QUEUE=queue, ENGINE_URL=live.url,
-               ENGINE_TIMEOUT="1", TASK_POLL_INTERVAL="1", LOG_LEVEL="DEBUG")  # fmt: skip
-    pool = Workers(env, tmp_path)
+    pool = Workers(worker_env(db_url, live.url, redis_url, queue), tmp_path)
     yield pool
     pool.stop_all()
 
