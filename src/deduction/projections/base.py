@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, ClassVar, NamedTuple
 
 from eventsourcing.utils import get_topic
@@ -65,10 +66,18 @@ class Projection:
         raise NotImplementedError
 
 
+@cache
+def _fetch_rows_sql(table: str) -> str:
+    # Rendered once per table: composing it per page cost more CPU than sending it.
+    return sql.SQL("SELECT * FROM {} WHERE id = ANY(%s)").format(sql.Identifier(table)).as_string()
+
+
 async def fetch_rows(conn: AsyncConnection[Any], table: str, ids: Iterable[int]) -> dict[int, Row]:
-    query = sql.SQL("SELECT * FROM {} WHERE id = ANY(%s)").format(sql.Identifier(table))
+    wanted = list(ids)
+    if not wanted:
+        return {}
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query, [list(ids)])
+        await cur.execute(_fetch_rows_sql(table), [wanted])
         return {row["id"]: row async for row in cur}
 
 
@@ -113,18 +122,30 @@ async def upsert(
     ]
     if not params:
         return
-    query = sql.SQL(
-        "INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT (id) DO UPDATE SET {sets}"
-    ).format(
-        table=sql.Identifier(table),
-        cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-        vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
-        sets=sql.SQL(", ").join(
-            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns if c != "id"
-        ),
-    )
     async with conn.cursor() as cur:
-        await cur.executemany(query, params)
+        await cur.executemany(_upsert_sql(table, tuple(columns)), params)
+
+
+@cache
+def _upsert_sql(table: str, columns: tuple[str, ...]) -> str:
+    # Rendered once per table and column list: composing it per page cost more CPU than
+    # sending it.
+    return (
+        sql.SQL(
+            "INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT (id) DO UPDATE SET {sets}"
+        )
+        .format(
+            table=sql.Identifier(table),
+            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+            vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            sets=sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+                for c in columns
+                if c != "id"
+            ),
+        )
+        .as_string()
+    )
 
 
 Handler = Callable[[Row, EventRow], None]
@@ -145,7 +166,7 @@ class RowProjection(Projection):
         raise NotImplementedError
 
     async def apply(self, conn: AsyncConnection[Any], events: list[EventRow]) -> None:
-        rows = await fetch_rows(conn, self.table, {e.originator_int for e in events})
+        rows = await fetch_rows(conn, self.table, stored_rows_needed(events))
         changed = self.fold(rows, events)
         await upsert(conn, self.table, self.columns, self.json_columns, changed.values())
 
@@ -169,6 +190,16 @@ class RowProjection(Projection):
             row["position"] = e.notification_id  # what a stream resumed after P asks for
             changed[row["id"]] = row
         return changed
+
+
+def stored_rows_needed(events: Iterable[EventRow]) -> list[int]:
+    """The aggregates whose stored row a fold of `events` starts from: not those whose first
+    event here is their Created, which makes the row anew (a create's page reads nothing)."""
+    first: dict[int, bool] = {}
+    for e in events:
+        if e.originator_int not in first:
+            first[e.originator_int] = e.name.endswith(".Created")
+    return [key for key, created in first.items() if not created]
 
 
 def copy(**fields: object) -> Handler:
