@@ -45,7 +45,10 @@ class NoDispatcher:
 class ReadModels(Protocol):
     """The projections as commands see them: told when events were saved, waited on."""
 
-    def kick(self) -> None: ...
+    def kick(self, topics: frozenset[str] = frozenset()) -> None:
+        """Events were saved: the read models that take one of `topics` (all when empty)
+        look for them now."""
+        ...
 
     async def wait_for(
         self, position: int, timeout: float, topics: frozenset[str] = frozenset()

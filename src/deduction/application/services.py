@@ -141,7 +141,7 @@ class Services:
 
     async def _command(self, started: float, fn: Callable[..., Receipt], *args: Any) -> Receipt:
         receipt: Receipt = await self.run_sync(fn, *args)
-        self.runner.kick()
+        self.runner.kick(receipt.topics)
         left = self.settings.read_your_writes_timeout - (time.monotonic() - started)
         # Only the read models that take the command's events: a create never waits behind
         # the log table's backlog under ingestion load.

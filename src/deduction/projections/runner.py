@@ -349,10 +349,13 @@ class ProjectionRunner:
             await create_read_tables(conn, self.projections)
             self.positions = await positions(conn)
 
-    def kick(self) -> None:
-        """Something was just saved: look for new events now."""
-        for wake in self._wakes.values():
-            wake.set()
+    def kick(self, topics: frozenset[str] = frozenset()) -> None:
+        """Something was just saved: the projections that take one of `topics` (every one
+        when empty) look for new events now. The others learn of it from the store's NOTIFY;
+        waking them too made each command cost a page look per read model."""
+        for name, wake in self._wakes.items():
+            if not topics or not topics.isdisjoint(self._topics[name]):
+                wake.set()
 
     async def catch_up(self, conn: AsyncConnection[Any]) -> int:
         """Apply every pending page of every projection over one connection."""
@@ -489,7 +492,7 @@ class ProjectionRunner:
             return True
         if not self._wakes:  # this process runs no projections (a worker): read their rows
             return await self._poll_positions(position, timeout, topics, over)
-        self.kick()
+        self.kick(topics)
         async with self._progress:
             try:
                 await asyncio.wait_for(
