@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, ClassVar, NamedTuple
 
 from eventsourcing.utils import get_topic
@@ -108,6 +108,9 @@ def json_fields(alias: str, columns: Sequence[str], time_columns: frozenset[str]
     return sql.SQL(", ").join(parts)
 
 
+UPSERT_ROWS = 500  # rows per statement: 500 x the widest table's columns stays far below 65,535
+
+
 async def upsert(
     conn: AsyncConnection[Any],
     table: str,
@@ -115,29 +118,31 @@ async def upsert(
     json_columns: frozenset[str],
     rows: Iterable[Row],
 ) -> None:
-    """INSERT ... ON CONFLICT (id) DO UPDATE for whole rows, in one executemany."""
+    """INSERT ... ON CONFLICT (id) DO UPDATE for whole rows: one multi-row statement per
+    UPSERT_ROWS rows (an executemany of one row per statement cost a pipeline per page)."""
     params = [
         [Jsonb(r[c]) if c in json_columns and r[c] is not None else r[c] for c in columns]
         for r in rows
     ]
-    if not params:
-        return
     async with conn.cursor() as cur:
-        await cur.executemany(_upsert_sql(table, tuple(columns)), params)
+        for start in range(0, len(params), UPSERT_ROWS):
+            chunk = params[start : start + UPSERT_ROWS]
+            await cur.execute(
+                _upsert_sql(table, tuple(columns), len(chunk)), [v for r in chunk for v in r]
+            )
 
 
-@cache
-def _upsert_sql(table: str, columns: tuple[str, ...]) -> str:
-    # Rendered once per table and column list: composing it per page cost more CPU than
-    # sending it.
+@lru_cache(maxsize=256)
+def _upsert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    # Rendered once per table, column list and row count: composing it per page cost more
+    # CPU than sending it.
+    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
     return (
-        sql.SQL(
-            "INSERT INTO {table} ({cols}) VALUES ({vals}) ON CONFLICT (id) DO UPDATE SET {sets}"
-        )
+        sql.SQL("INSERT INTO {table} ({cols}) VALUES {rows} ON CONFLICT (id) DO UPDATE SET {sets}")
         .format(
             table=sql.Identifier(table),
             cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            vals=sql.SQL(", ").join(sql.Placeholder() * len(columns)),
+            rows=sql.SQL(", ").join([row] * rows),
             sets=sql.SQL(", ").join(
                 sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
                 for c in columns
