@@ -108,7 +108,25 @@ def json_fields(alias: str, columns: Sequence[str], time_columns: frozenset[str]
     return sql.SQL(", ").join(parts)
 
 
-UPSERT_ROWS = 500  # rows per statement: 500 x the widest table's columns stays far below 65,535
+INSERT_ROWS = 500  # rows per statement: 500 x the widest table's columns stays far below 65,535
+
+
+async def insert_rows(
+    conn: AsyncConnection[Any], head: str, rows: Sequence[Sequence[Any]], tail: str = ""
+) -> None:
+    """`head VALUES (...), (...) tail`: one multi-row statement per INSERT_ROWS rows (an
+    executemany, a statement per row in a pipeline, cost several times the CPU per page)."""
+    async with conn.cursor() as cur:
+        for start in range(0, len(rows), INSERT_ROWS):
+            chunk = rows[start : start + INSERT_ROWS]
+            query = _values_sql(head, len(chunk[0]), len(chunk), tail)
+            await cur.execute(query, [v for r in chunk for v in r])
+
+
+@lru_cache(maxsize=512)
+def _values_sql(head: str, width: int, count: int, tail: str) -> str:
+    row = f"({', '.join(['%s'] * width)})"
+    return f"{head} VALUES {', '.join([row] * count)}{tail}"
 
 
 async def upsert(
@@ -118,39 +136,27 @@ async def upsert(
     json_columns: frozenset[str],
     rows: Iterable[Row],
 ) -> None:
-    """INSERT ... ON CONFLICT (id) DO UPDATE for whole rows: one multi-row statement per
-    UPSERT_ROWS rows (an executemany of one row per statement cost a pipeline per page)."""
+    """INSERT ... ON CONFLICT (id) DO UPDATE for whole rows."""
     params = [
         [Jsonb(r[c]) if c in json_columns and r[c] is not None else r[c] for c in columns]
         for r in rows
     ]
-    async with conn.cursor() as cur:
-        for start in range(0, len(params), UPSERT_ROWS):
-            chunk = params[start : start + UPSERT_ROWS]
-            await cur.execute(
-                _upsert_sql(table, tuple(columns), len(chunk)), [v for r in chunk for v in r]
-            )
+    head, tail = _upsert_sql(table, tuple(columns))
+    await insert_rows(conn, head, params, tail)
 
 
-@lru_cache(maxsize=256)
-def _upsert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
-    # Rendered once per table, column list and row count: composing it per page cost more
-    # CPU than sending it.
-    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
-    return (
-        sql.SQL("INSERT INTO {table} ({cols}) VALUES {rows} ON CONFLICT (id) DO UPDATE SET {sets}")
-        .format(
-            table=sql.Identifier(table),
-            cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-            rows=sql.SQL(", ").join([row] * rows),
-            sets=sql.SQL(", ").join(
-                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
-                for c in columns
-                if c != "id"
-            ),
-        )
-        .as_string()
+@cache
+def _upsert_sql(table: str, columns: tuple[str, ...]) -> tuple[str, str]:
+    """The statement's head and tail, rendered once per table and column list (composing
+    them per page cost more CPU than sending the statement)."""
+    head = sql.SQL("INSERT INTO {table} ({cols})").format(
+        table=sql.Identifier(table), cols=sql.SQL(", ").join(map(sql.Identifier, columns))
     )
+    sets = sql.SQL(", ").join(
+        sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in columns if c != "id"
+    )
+    tail = sql.SQL(" ON CONFLICT (id) DO UPDATE SET {}").format(sets)
+    return head.as_string(), tail.as_string()
 
 
 Handler = Callable[[Row, EventRow], None]

@@ -12,7 +12,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from deduction.domain import AgentExecution, DeductionTask
-from deduction.projections.base import EventRow, Projection, Row, fetch_all
+from deduction.projections.base import EventRow, Projection, Row, fetch_all, insert_rows
 
 T, A = DeductionTask, AgentExecution
 DDL = [
@@ -195,13 +195,13 @@ class HistoryProjection(Projection):
                     r["change_time"], r["operator"], r["agent_execution_id"], r["create_at"],
                 )
             )  # fmt: skip
-        async with conn.cursor() as cur:
-            await cur.executemany(
-                "INSERT INTO deduction_task_history (id, deduction_task_id, change_type,"
-                " change_description, old_value, new_value, change_time, operator,"
-                " agent_execution_id, create_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                rows,
-            )
+        await insert_rows(
+            conn,
+            "INSERT INTO deduction_task_history (id, deduction_task_id, change_type,"
+            " change_description, old_value, new_value, change_time, operator,"
+            " agent_execution_id, create_at)",
+            rows,
+        )
 
 
 @dataclass(frozen=True)
