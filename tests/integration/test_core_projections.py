@@ -9,9 +9,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
 
 from deduction.application.service import DeductionApp
-from deduction.projections.base import EventRow
+from deduction.projections.base import INSERT_ROWS, EventRow, insert_rows
 from deduction.projections.logs import LogProjection
 from deduction.projections.runner import (
     ProjectionRunner,
@@ -229,3 +230,19 @@ async def test_a_large_page_is_applied_in_slices_letting_other_work_run_between_
     await rebuild(db_url)
     async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
         assert await snapshot(conn) == sliced
+
+
+async def test_insert_rows_writes_pages_larger_than_one_statement(db_url: str) -> None:
+    """Rows beyond one statement's share go in further statements, each value in its column."""
+    count = 2 * INSERT_ROWS + 7
+    rows = [(i, f"name {i}", Jsonb({"i": i}) if i % 2 else None) for i in range(1, count + 1)]
+    async with await AsyncConnection.connect(db_url, autocommit=True) as conn:
+        await conn.execute("CREATE TEMP TABLE wide (id bigint PRIMARY KEY, name text, doc jsonb)")
+        await insert_rows(conn, "INSERT INTO wide (id, name, doc)", rows)
+        await insert_rows(conn, "INSERT INTO wide (id, name, doc)", [(1, "again", None)],
+                          " ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name")  # fmt: skip
+        cur = await conn.execute("SELECT id, name, doc FROM wide ORDER BY id")
+        found = await cur.fetchall()
+    assert len(found) == count
+    assert found[0] == (1, "again", {"i": 1})  # the update set the name only
+    assert found[1:] == [(i, f"name {i}", {"i": i} if i % 2 else None) for i in range(2, count + 1)]
