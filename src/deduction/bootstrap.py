@@ -156,7 +156,6 @@ async def open_worker_context(
 ) -> AsyncIterator[dict[str, Any]]:
     """What the jobs find in ctx: the monitor (HttpEngine behind it), the read pool, settings."""
     from deduction.adapters.engine import CircuitBreaker, HttpEngine, engine_session
-    from deduction.adapters.event_store import event_streams_for
     from deduction.adapters.metrics import METRICS
     from deduction.adapters.worker.admission import Admission, LoadSampler, caps_of
     from deduction.application.monitor import TaskMonitor
@@ -177,7 +176,7 @@ async def open_worker_context(
             s.engine_url,
             s.engine_unreachable_deadline,
             s.log_batch_size,
-            streams=event_streams_for(services.app),
+            streams=services.app.bulk,
             run_missing_grace=s.engine_run_missing_grace,
         )
         monitor = TaskMonitor(reports, engine, services.run_poll)

@@ -140,9 +140,6 @@ class EngineReports:
                 events.append(obj)
         return self._group_save(events)
 
-    def _executions(self, task: DeductionTask) -> list[AgentExecution]:
-        return [self.app.get_execution(eid) for eid in task.execution_ids]
-
     def cursor(self, execution_id: int) -> tuple[int, Cursor]:
         """The log stream's version and the cursor in its newest event (the only one read)."""
         stream = log_stream_id(execution_id)
@@ -243,7 +240,7 @@ class EngineReports:
             task = self.app.get_task(task_id)
             if task.status != "pending" or task.engine_task_id or task.stop_requested:
                 return None
-            executions = self._executions(task)
+            executions = self.app.executions_of(task)
             included = sorted(task.pending_updates)  # their params are in the payload
             task.request_submission("system")
             position = self._save(task)
@@ -277,7 +274,7 @@ class EngineReports:
 
         def command() -> Outcome:
             task = self.app.get_task(task_id)
-            executions = self._executions(task)
+            executions = self.app.executions_of(task)
             if task.status == "pending" and task.engine_task_id is None:
                 if isinstance(error, EngineRejectedError):
                     self._fail(task, executions,
