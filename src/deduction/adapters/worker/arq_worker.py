@@ -208,17 +208,8 @@ def worker_settings(settings: Settings, open_context: OpenContext) -> dict[str, 
                           timeout=timeout))  # fmt: skip
     return {
         "functions": [
-            *(
-                func(f, name=f.__name__, timeout=timeout, keep_result=0, max_tries=3)
-                for f in TASK_JOBS
-            ),
-            func(
-                poll_tasks,
-                name="poll_tasks",
-                timeout=timeout,
-                keep_result=0,
-                max_tries=3,
-            ),
+            func(f, name=f.__name__, timeout=timeout, keep_result=0, max_tries=3)
+            for f in (*TASK_JOBS, poll_tasks)
         ],
         "cron_jobs": crons,
         "on_startup": startup,
