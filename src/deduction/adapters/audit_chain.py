@@ -18,7 +18,13 @@ from deduction.application.audit import StoredRecord, TaskStreams
 from deduction.application.audit_chain import GENESIS, ChainEntry, Slot, Verdict, digest, verify
 from deduction.application.audit_file import ChainedRecord, Exporter
 from deduction.projections.base import EVENTS_TABLE
-from deduction.projections.runner import CHANNEL
+from deduction.projections.runner import (
+    CHANNEL,
+    PAGE_BYTES,
+    SLICE_BYTES,
+    page_cut,
+    page_slices,
+)
 
 log = structlog.get_logger(__name__)
 CHAIN_TABLE = "audit_chain"
@@ -38,8 +44,6 @@ DDL = [
 ]
 _LOCK = 7412011  # one chain writer at a time, across processes
 PAGE = 5000
-PAGE_BYTES = 8 * 1024 * 1024  # stored state read a transaction, about (as a projection's page)
-SLICE_BYTES = 256 * 1024  # hashed between two turns of the event loop
 FETCH = 10_000
 
 
@@ -84,14 +88,13 @@ async def extend_chain(
                 [position, page, max_bytes],
             )
             stored = await cur.fetchall()
-            rows, hashed = [], 0
-            for p, oid, version, topic, state, _ in stored:
-                previous = digest(previous, p, oid, version, topic, bytes(state))
-                rows.append((p, oid, version, previous))
-                hashed += len(state)
-                if hashed >= SLICE_BYTES:
-                    hashed = 0
+            rows: list[tuple[Any, ...]] = []
+            for part in page_slices(stored, page, SLICE_BYTES):
+                if rows:
                     await asyncio.sleep(0)  # the loop's other work runs between slices
+                for p, oid, version, topic, state, _ in part:
+                    previous = digest(previous, p, oid, version, topic, bytes(state))
+                    rows.append((p, oid, version, previous))
             async with cur.copy(
                 f"COPY {CHAIN_TABLE} (position, originator_id, originator_version, digest)"
                 " FROM STDIN (FORMAT BINARY)"
@@ -102,7 +105,7 @@ async def extend_chain(
         chained += len(rows)
         if on_page is not None and rows:
             on_page(len(rows))
-        if len(stored) < page and not (stored and stored[-1][5] >= max_bytes):
+        if not page_cut(stored, page, max_bytes):
             return chained
 
 

@@ -182,7 +182,7 @@ async def _apply_in_transaction(
             applied = await dead_letters.apply_one_by_one(conn, projection, stored, topics)
         else:
             applied = 0
-            for part in _slices(stored, *slices):
+            for part in page_slices(stored, *slices):
                 if applied:
                     await asyncio.sleep(0)  # the loop's other work runs between slices
                 await projection.apply(conn, [event_row(r, topics) for r in part])
@@ -219,7 +219,7 @@ async def _matching(
         binary=True,  # the stored state comes as bytes, not as hex text to decode
     )
     rows = await cur.fetchall()
-    return rows, _cut(rows, limit, max_bytes)
+    return rows, page_cut(rows, limit, max_bytes)
 
 
 # The next events of some topics after `after` up to `upto` (SQL expressions), cut at LIMIT
@@ -235,7 +235,7 @@ _PAGE = (
 )
 
 
-def _slices(
+def page_slices(
     rows: list[tuple[Any, ...]], most: int, max_bytes: int
 ) -> Iterator[list[tuple[Any, ...]]]:
     """`rows` (a page, its last column the running byte count) in order, as slices of at most
@@ -249,7 +249,7 @@ def _slices(
         yield rows[start:]
 
 
-def _cut(rows: list[tuple[Any, ...]], limit: int, max_bytes: int) -> bool:
+def page_cut(rows: list[tuple[Any, ...]], limit: int, max_bytes: int) -> bool:
     """Whether a page was cut at its size or its byte budget, so more may follow at once."""
     return len(rows) == limit or (bool(rows) and rows[-1][5] >= max_bytes)
 
@@ -280,7 +280,7 @@ async def _first_look(
         raise LookupError(f"projection {name!r} has no tracking row")
     position, head = int(result[0][0]), int(result[0][1])
     rows = [r[2:] for r in result if r[2] is not None]
-    return position, head, rows, _cut(rows, limit, max_bytes)
+    return position, head, rows, page_cut(rows, limit, max_bytes)
 
 
 async def _position_and_head(
