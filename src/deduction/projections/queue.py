@@ -31,17 +31,27 @@ def holds_slot(a: str) -> str:
 
 
 def effective_rank(a: str) -> str:
-    """SQL: the row's priority rank raised by its wait (needs the `aging` parameter)."""
-    waited = f"floor(extract(epoch FROM now() - {a}.create_at) / %(aging)s)"
-    return f"least({TOP_RANK}, {a}.priority_rank + {waited})"
+    """SQL: the row's priority rank raised by its wait (needs the `aging` parameter).
+
+    The periods waited, floor(wait / aging) capped at TOP_RANK, are found by comparing the
+    creation time with TOP_RANK fixed instants: comparisons of timestamps, where dividing the
+    wait took numeric arithmetic on every row a queue position or a queue order reads.
+    """
+    waited = " ".join(
+        f"WHEN {a}.create_at <= now() - make_interval(secs => {k} * %(aging)s) THEN {k}"
+        for k in range(TOP_RANK, 0, -1)
+    )
+    return f"least({TOP_RANK}, {a}.priority_rank + CASE {waited} ELSE 0 END)"
 
 
 def queue_position(t: str) -> str:
     """SQL: 1 for the next task to be admitted, NULL for a task that is not queued."""
     q = "q"
+    # Ahead: a higher effective rank, or the same and created earlier. One row comparison
+    # (ranks negated: highest first) computes each rank once per row, not twice.
     ahead = (
-        f"({effective_rank(q)} > {effective_rank(t)} OR ({effective_rank(q)} = {effective_rank(t)}"
-        f" AND ({q}.create_at, {q}.id) < ({t}.create_at, {t}.id)))"
+        f"(-{effective_rank(q)}, {q}.create_at, {q}.id)"
+        f" < (-{effective_rank(t)}, {t}.create_at, {t}.id)"
     )
     return (
         f"CASE WHEN {queued(t)} THEN (SELECT count(*) + 1 FROM deduction_task {q}"
