@@ -145,11 +145,18 @@ class EventStoreFactory(PostgresFactory):
             pool._check = sweep
 
 
+# Each part is a lateral subquery with an ORDER BY, which PostgreSQL keeps as an index scan per
+# stream: written as a join, a store whose log streams are long (the planner then expects
+# hundreds of events per id) was read by a hash join over a sequential scan of the whole
+# events table, on every poll (45 ms a poll at 190,000 events, growing with the store).
+
 # Every event of the given aggregates, and the newest event of each given log stream
 # (a backward index scan of one row per stream, however long the stream is).
 _LOAD = """
-SELECT false, originator_id, originator_version, topic, state FROM {table}
- WHERE originator_id = ANY(%s)
+SELECT false, e.originator_id, e.originator_version, e.topic, e.state
+  FROM unnest(%s::uuid[]) AS s(id) CROSS JOIN LATERAL (
+       SELECT originator_id, originator_version, topic, state FROM {table}
+        WHERE originator_id = s.id ORDER BY originator_version) AS e
 UNION ALL
 SELECT true, e.originator_id, e.originator_version, e.topic, e.state
   FROM unnest(%s::uuid[]) AS s(id) CROSS JOIN LATERAL (
@@ -162,8 +169,10 @@ SELECT true, e.originator_id, e.originator_version, e.topic, e.state
 # stream when it is past a version: nothing at all when nothing was saved since.
 _AFTER = """
 SELECT false, e.originator_id, e.originator_version, e.topic, e.state
-  FROM unnest(%s::uuid[], %s::int8[]) AS s(id, v)
-  JOIN {table} AS e ON e.originator_id = s.id AND e.originator_version > s.v
+  FROM unnest(%s::uuid[], %s::int8[]) AS s(id, v) CROSS JOIN LATERAL (
+       SELECT originator_id, originator_version, topic, state FROM {table}
+        WHERE originator_id = s.id AND originator_version > s.v
+        ORDER BY originator_version) AS e
 UNION ALL
 SELECT true, e.originator_id, e.originator_version, e.topic, e.state
   FROM unnest(%s::uuid[], %s::int8[]) AS s(id, v) CROSS JOIN LATERAL (
