@@ -356,3 +356,36 @@ def test_a_gap_on_a_whole_second_exclusive_engine_covers_the_second_it_ends_at()
     (record,) = read_in_process(knobs)
     assert any(line["timestamp"].endswith(":21.000Z") for line in record.emitted)
     check_agent(record, numbered=True)
+
+
+def test_a_gap_still_open_when_the_reading_ends_is_recorded() -> None:
+    """A whole-second Engine, pages of 7, numbered lines: eight lines in one second, the
+    seventh sent broken, so the eighth is never in a page; then the agent's last line, without
+    a time. The reader moves past the second; the one answer after it holds only that broken
+    line, so no number tells the gap's size, and it is shorter than a page: the reading ends
+    there (the worker stops reading an ended agent). The gap is recorded then, of unknown
+    size, covering the lost line (it was left open and never recorded: the line was lost
+    without a trace)."""
+    second = "2025-11-12T10:00:00Z"
+    lines: list[EngineLogLine | bytes] = [
+        *(EngineLogLine(timestamp=second, message=f"{seq}", seq=seq) for seq in range(6)),
+        b'{"timestamp":"2025-11-12T10:00:00Z","message":"6","seq":"6"}',
+    ]
+    last = EngineLogPage([b'{"timestamp":null,"message":"8","seq":8}'])
+
+    def answer(since: str | None) -> EngineLogPage:
+        inside = since is None or stored_ts_of(since) <= stored_ts_of(second)
+        return EngineLogPage(lines) if inside else last
+
+    cursor, gaps, complete = Cursor(), [], False
+    for _ in range(20):
+        since = cursor.since()
+        got = ingest(cursor, answer(since), 100, since, True)
+        cursor, complete = got.cursor, got.complete
+        gaps += [got.gap] if got.gap else []
+        if complete:
+            break
+    assert complete
+    assert len(gaps) == 1, gaps
+    assert gaps[0].lines is None
+    assert stored_ts_of(gaps[0].start) <= stored_ts_of(second) < stored_ts_of(gaps[0].end)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -149,6 +149,22 @@ def ingest(
     """The new lines of one answer to `since = asked` (at most about `max_lines`); `ended`
     says the agent has ended, so the Engine holds every line it will have; `attempt` changes
     whenever the agent may have been restarted (an Engine may number lines per attempt)."""
+    got = _ingest(cursor, page, max_lines, asked, ended, attempt)
+    if got.complete and got.gap is None and got.cursor.gap_start is not None:
+        # The reading may end here (an ended agent is not read again), and no numbered line
+        # followed the gap to say its size: it is recorded now, of unknown size.
+        return replace(got, gap=_open_gap(got.cursor, None), cursor=_closed(got.cursor))
+    return got
+
+
+def _ingest(
+    cursor: Cursor,
+    page: EngineLogPage,
+    max_lines: int,
+    asked: str | None,
+    ended: bool,
+    attempt: int,
+) -> Ingested:
     size = len(page.entries)
     items = _items(cursor, page.entries)
     cursor, discard = _learn(cursor, asked, items)
