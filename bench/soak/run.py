@@ -46,6 +46,9 @@ RECOVERY_TIMEOUT = 120.0
 QUIESCENCE_TIMEOUT = 300.0
 
 
+INITIAL_ROUND = 0  # every agent's `round` param when its task is created
+
+
 @dataclass
 class Record:
     """What the clients saw: every status, every 500, every acknowledged command."""
@@ -53,7 +56,8 @@ class Record:
     statuses: Counter[str] = field(default_factory=Counter)
     errors_500: list[dict[str, Any]] = field(default_factory=list)
     created: dict[int, str] = field(default_factory=dict)  # task id -> name
-    updates: Counter[int] = field(default_factory=Counter)  # acknowledged, per task
+    # acknowledged updates per task: the execution and the `round` each one set
+    updates: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
     stops: set[int] = field(default_factory=set)
     refused: int = 0  # the API was down: connection refused or reset
     requests: int = 0
@@ -88,8 +92,8 @@ class Client:
 
 
 def _body(n: int, rng: random.Random) -> dict[str, Any]:
-    agents = [{"agent_meta_id": 10001, "side": "red", "params": {"round": 0}},
-              {"agent_meta_id": 10002, "side": "blue", "params": {"round": 0}}]  # fmt: skip
+    agents = [{"agent_meta_id": 10001, "side": "red", "params": {"round": INITIAL_ROUND}},
+              {"agent_meta_id": 10002, "side": "blue", "params": {"round": INITIAL_ROUND}}]  # fmt: skip
     return {"name": f"soak-{n:05d}", "description": "soak", "scheme_id": 1234567890,
             "env_instance_id": 9876543210, "agent_configs": agents[: rng.choice((1, 2, 2))]}  # fmt: skip
 
@@ -130,11 +134,12 @@ async def actor(client: Client, rng: random.Random, every: float, until: float) 
             status, detail = await client.call("GET", f"{API}/task/{task_id}")
             if status == 200 and detail["data"]["status"] in ("pending", "running"):
                 ex = detail["data"]["agent_executions"][0]["id"]
+                value = rng.randrange(1000)
                 change = {"agent_configs": [{"agent_execution_id": ex,
-                                             "params": {"round": rng.randrange(1000)}}]}  # fmt: skip
+                                             "params": {"round": value}}]}  # fmt: skip
                 status, _ = await client.call("PUT", f"{API}/task/{task_id}/update", change)
                 if status == 200:
-                    client.record.updates[task_id] += 1
+                    client.record.updates.setdefault(task_id, []).append((ex, value))
         else:
             await client.call("GET", f"{API}/task/{task_id}")
 
@@ -368,15 +373,21 @@ class Soak:
         missing = []
         for task_id in self.record.created:
             cur = await conn.execute(
-                "SELECT topic FROM deduction_events WHERE originator_id = %s",
+                "SELECT topic, state FROM deduction_events WHERE originator_id = %s",
                 [to_uuid(task_id)])  # fmt: skip
-            topics = Counter(t.rsplit(".", 1)[-1] for (t,) in await cur.fetchall())
+            events = [(t.rsplit(".", 1)[-1], bytes(state)) for t, state in await cur.fetchall()]
+            topics = Counter(topic for topic, _ in events)
             if task_id not in tasks or not topics["Created"]:
                 missing.append(f"create {task_id}")
                 continue
-            if topics["UpdateRequested"] < self.record.updates[task_id]:
-                missing.append(f"update {task_id}: {topics['UpdateRequested']} stored,"
-                               f" {self.record.updates[task_id]} acknowledged")  # fmt: skip
+            # Each acknowledged update's value is one an UpdateRequested event sent, or the
+            # value the execution already had (an update that changes nothing saves nothing).
+            sent = {(c["execution_id"], c["params"].get("round"))
+                    for topic, state in events if topic == "UpdateRequested"
+                    for c in json.loads(state)["changes"]}  # fmt: skip
+            for ex, value in self.record.updates.get(task_id, []):
+                if (ex, value) not in sent and value != INITIAL_ROUND:
+                    missing.append(f"update {task_id}: round {value} of execution {ex}")
             if task_id in self.record.stops and not topics["StopRequested"]:
                 missing.append(f"stop {task_id}")
         return missing
@@ -543,7 +554,7 @@ def main() -> int:
                      "503": r.statuses.get("503", 0),
                      "500": len(r.errors_500), "statuses": dict(r.statuses),
                      "errors_500": r.errors_500[:20],
-                     "acknowledged": {"create": len(r.created), "update": sum(r.updates.values()),
+                     "acknowledged": {"create": len(r.created), "update": sum(map(len, r.updates.values())),
                                       "stop": len(r.stops)}},
             "processes": {"worker_exits": [c for w in soak.workers for c in w.exits],
                           "api_exits": soak.api.exits, "engine_exits": soak.engine.exits,
